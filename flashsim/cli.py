@@ -49,6 +49,129 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
                              pileup_mean=pileup_mean, refsim=refsim)
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="A .root file, or a directory that receives one file per chunk + manifest.json.")
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Model directory (default: the shipped models).")
+@click.option("--oversample", type=int, default=1, show_default=True,
+              help="Simulate every GEN event K times with independent noise.")
+@click.option("--executor", type=click.Choice(["iterative", "futures", "dask"]),
+              default="iterative", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes for the futures and dask executors.")
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler.")
+@click.option("--chunksize", type=int, default=100_000, show_default=True,
+              help="Events per chunk.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch",
+              show_default=True)
+@click.option("--generate", "process", default=None,
+              help="Generate PROCESS with Pythia and simulate it directly (no INPUT files).")
+@click.option("-n", "--events", "n_events", type=int, default=None,
+              help="Events to generate with --generate.")
+def simulate(inputs, output, models, oversample, executor, workers, scheduler, chunksize, seed,
+             backend, process, n_events) -> None:
+    """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
+    from flashsim import simulation
+
+    if process is not None:
+        if inputs:
+            raise FlashSimError("give either INPUT files or --generate PROCESS, not both")
+        if n_events is None:
+            raise FlashSimError("--generate needs -n N, the number of events")
+        manifest = simulation.simulate_generated(process, n_events, output, models=models,
+                                                 oversample=oversample, seed=seed,
+                                                 backend=backend)
+    else:
+        manifest = simulation.simulate(list(inputs), output, models=models,
+                                       oversample=oversample, executor=executor,
+                                       workers=workers, scheduler=scheduler,
+                                       chunksize=chunksize, seed=seed, backend=backend)
+    click.echo(f"wrote {manifest['events_out']} events to {output} "
+               f"in {manifest['seconds']:.1f} s")
+
+
+@cli.command()
+@click.argument("obj", metavar="OBJECT")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="NANOAODSIM training file (repeat for several).")
+@click.option("-o", "--output", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Model directory (artifacts + manifest.json; resumes from its checkpoint/).")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (default from config: 50).")
+@click.option("--batch-size", type=int, default=None, help="Rows per batch (default 2048).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML with `defaults` and per-model `models.NAME` settings.")
+@click.option("--seed", type=int, default=None, help="Training seed (default 1).")
+@click.option("--max-events", type=int, default=None, help="Use at most N events in total.")
+def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
+          max_events) -> None:
+    """Train the models of OBJECT (muon, jet, fake_jet, met or all) on NANOAODSIM files."""
+    from flashsim.models.training import train_object
+
+    metrics = train_object(obj, list(data), model_dir, config_path=config_path,
+                           max_events=max_events, epochs=epochs, batch_size=batch_size,
+                           device=device, seed=seed)
+    for name, m in metrics.items():
+        click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "
+                   f"(best epoch {m['best_epoch']})")
+
+
+@cli.command("export-onnx")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Directory for the ONNX files (plus a copy of the artifacts).")
+def export_onnx(model_dir, output) -> None:
+    """Export every model of MODEL_DIR to ONNX and check it against torch."""
+    from flashsim.models.onnx_export import export_onnx as export
+
+    for name, diff in export(model_dir, output).items():
+        click.echo(f"{name:24s} max |onnx - torch| = {diff:.2e}")
+
+
+@cli.command()
+@click.option("--full", "full", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Full-simulation NANOAODSIM file (repeatable).")
+@click.option("--flash", "flash", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Flash NANOAOD of the same GEN events (repeatable).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (PNGs, summary.md, metrics.json).")
+@click.option("--plots", "plots_mode", type=click.Choice(["all", "key", "none"]), default="all",
+              show_default=True, help="Figures: one per branch, key branches only, or none.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def validate(full, flash, output, plots_mode, seed) -> None:
+    """Compare flash NANOAOD with the full simulation of the same GEN events."""
+    from flashsim.validation import run_validation
+
+    run_validation(list(full), list(flash), output, plots_mode=plots_mode, seed=seed)
+    click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
+
+
+@cli.command("benchmark-hmumu")
+@click.option("-n", "--events", "n_events", type=int, default=20_000, show_default=True,
+              help="Events generated per process.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--oversample", type=int, default=1, show_default=True,
+              help="Flash-simulate every GEN event K times.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed; samples use 1000000 + seed (never a training seed).")
+@click.option("--lumi", "lumi_fb", type=float, default=137.0, show_default=True,
+              help="Integrated luminosity in fb^-1.")
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Model directory (default: the shipped models).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory (samples/, PNGs, summary.md, metrics.json).")
+def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output) -> None:
+    """VBF H->mumu benchmark: held-out samples, full vs flash, one coffea analysis."""
+    from flashsim.validation import run_benchmark
+
+    run_benchmark(output, n_events=n_events, jobs=jobs, oversample=oversample, seed=seed,
+                  lumi_fb=lumi_fb, models=models)
+    click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
+
+
 def main() -> None:
     """Entry point: run the command group, turning user errors into one-line messages."""
     try:

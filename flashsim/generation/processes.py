@@ -1,0 +1,95 @@
+"""The Pythia 8 processes flashsim can generate, in one readable table.
+
+Every process runs at sqrt(s) = 13 TeV with the CMS CP5 tune as far as Pythia alone allows:
+CP5 (CMSSW ``Configuration/Generator/python/MCTunes2017/PythiaCP5Settings_cfi.py``) is the Monash
+tune (``Tune:pp = 14``) with the NNPDF3.1 NNLO PDF, alpha_s = 0.118 at second order everywhere and
+retuned MPI / colour-reconnection parameters.  CMS reads NNPDF31_nnlo_as_0118 from LHAPDF; here the
+same set comes from Pythia's built-in copy (``PDF:pSet = 20``, NNPDF3.1 QCD+LUXQED NNLO, 0.118), so
+no LHAPDF installation is needed.  The common block follows CMSSW ``Pythia8CommonSettings_cfi``,
+including ``ParticleDecays:limitTau0 = on`` with ``tau0Max = 10`` mm: particles with c*tau > 10 mm
+are left stable for the detector (K0S, Lambda, charged pions and kaons), shorter-lived ones (B and D
+hadrons, taus) decay in the generator with displaced production vertices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COMMON_SETTINGS", "CP5_SETTINGS", "PROCESSES", "Process"]
+
+#: Pythia settings shared by every process (CMSSW Pythia8CommonSettings + quiet output).
+COMMON_SETTINGS: tuple[str, ...] = (
+    "Beams:eCM = 13000.",
+    "Main:timesAllowErrors = 10000",
+    "Check:epTolErr = 0.01",
+    "Beams:setProductionScalesFromLHEF = off",
+    "SLHA:minMassSM = 1000.",
+    "ParticleDecays:limitTau0 = on",
+    "ParticleDecays:tau0Max = 10",
+    "Print:quiet = on",
+    "Next:numberCount = 0",
+    "Next:numberShowEvent = 0",
+    "Next:numberShowInfo = 0",
+    "Next:numberShowProcess = 0",
+    "Random:setSeed = on",
+)
+
+#: CMS CP5 underlying-event tune (PDF from Pythia's built-in NNPDF3.1 NNLO, see module doc).
+CP5_SETTINGS: tuple[str, ...] = (
+    "Tune:pp = 14",
+    "Tune:ee = 7",
+    "MultipartonInteractions:ecmPow = 0.03344",
+    "MultipartonInteractions:bProfile = 2",
+    "MultipartonInteractions:pT0Ref = 1.41",
+    "MultipartonInteractions:coreRadius = 0.7634",
+    "MultipartonInteractions:coreFraction = 0.63",
+    "ColourReconnection:range = 5.176",
+    "SigmaTotal:zeroAXB = off",
+    "SpaceShower:alphaSorder = 2",
+    "SpaceShower:alphaSvalue = 0.118",
+    "SigmaProcess:alphaSvalue = 0.118",
+    "SigmaProcess:alphaSorder = 2",
+    "MultipartonInteractions:alphaSvalue = 0.118",
+    "MultipartonInteractions:alphaSorder = 2",
+    "TimeShower:alphaSorder = 2",
+    "TimeShower:alphaSvalue = 0.118",
+    "SigmaTotal:mode = 0",
+    "SigmaTotal:sigmaEl = 21.89",
+    "SigmaTotal:sigmaTot = 100.309",
+    "PDF:pSet = 20",
+)
+
+
+@dataclass(frozen=True)
+class Process:
+    """A generator process: ``summary`` is the one-line description shown by ``--list``,
+    ``settings`` the process-specific Pythia strings (added after the common and CP5 blocks)."""
+
+    name: str
+    summary: str
+    settings: tuple[str, ...]
+
+    @property
+    def all_settings(self) -> tuple[str, ...]:
+        """Every Pythia string for this process: common block, CP5 tune, process block."""
+        return COMMON_SETTINGS + CP5_SETTINGS + self.settings
+
+
+_HIGGS_TO_MUMU = ("25:m0 = 125.0", "25:onMode = off", "25:onIfMatch = 13 -13")
+
+PROCESSES: dict[str, Process] = {
+    p.name: p
+    for p in (
+        Process("vbf_hmumu", "VBF Higgs (W and Z fusion), mH = 125 GeV, H -> mu mu",
+                ("HiggsSM:ff2Hff(t:ZZ) = on", "HiggsSM:ff2Hff(t:WW) = on", *_HIGGS_TO_MUMU)),
+        Process("ggh_hmumu", "gluon-fusion Higgs gg -> H, mH = 125 GeV, H -> mu mu",
+                ("HiggsSM:gg2H = on", *_HIGGS_TO_MUMU)),
+        Process("dy_mumu", "Drell-Yan Z/gamma* -> mu mu, m(mu mu) > 50 GeV",
+                ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 13 -13",
+                 "PhaseSpace:mHatMin = 50.")),
+        Process("ttbar", "inclusive top-pair production (gg, qqbar -> t tbar), all decays",
+                ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")),
+        Process("minbias", "minimum bias: inelastic non-diffractive pp (SoftQCD:nonDiffractive)",
+                ("SoftQCD:nonDiffractive = on",)),
+    )
+}

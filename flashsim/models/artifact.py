@@ -1,0 +1,279 @@
+"""Model artifacts: weights + JSON metadata, a model directory, and the runtime models.
+
+One artifact = ``NAME.pt`` (the torch ``state_dict``, saved with ``torch.save``) and
+``NAME.json`` (object, kind, the fitted context/target preprocessing, architecture,
+training sample provenance, seeds, library versions, final validation metrics). A
+model directory holds one artifact per model and a ``manifest.json`` listing them with
+the SHA-256 of every weights file; ``onnx/NAME.onnx`` files are optional (written by
+``flashsim export-onnx``). Loading needs only this module: the network is rebuilt
+from the architecture in the metadata and the weights are loaded into it, so a
+round trip reproduces the same samples for the same noise bit for bit.
+
+:func:`load_models` returns a :class:`ModelSet` (name -> :class:`Model`) for the
+``torch`` or ``onnx`` (onnxruntime) backend; every :class:`Model` maps named NanoAOD
+context columns and numpy noise to named NanoAOD target columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flashsim.errors import FlashSimError
+from flashsim.models.classifier import Classifier, MultiplicityModel
+from flashsim.models.flows import FlowSampler, build_flow
+from flashsim.models.transforms import Preprocessor
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PRETRAINED",
+    "Model",
+    "ModelSet",
+    "build_module",
+    "library_versions",
+    "load_model",
+    "load_models",
+    "model_provenance",
+    "save_model",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
+_BATCH = 65536
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries an artifact depends on."""
+    import zuko
+
+    from flashsim import __version__
+
+    return {"flashsim": __version__, "torch": torch.__version__, "zuko": zuko.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def build_module(meta: dict[str, Any]) -> nn.Module:
+    """The network described by an artifact's metadata (untrained weights)."""
+    n_context = len(meta["context"]["columns"])
+    arch = meta["architecture"]
+    if meta["kind"] == "flow":
+        return FlowSampler(build_flow(len(meta["target"]["columns"]), n_context, arch))
+    if meta["kind"] == "classifier":
+        return Classifier(n_context, arch["hidden_features"])
+    if meta["kind"] == "multiplicity":
+        return MultiplicityModel(n_context, int(arch["max_count"]), arch["hidden_features"])
+    raise FlashSimError(f"unknown model kind {meta['kind']!r} in artifact {meta.get('name')}: "
+                        "re-train or re-download the model directory")
+
+
+@dataclass
+class Model:
+    """A loaded model: preprocessing + network, on the torch or onnx backend."""
+
+    meta: dict[str, Any]
+    module: nn.Module
+    context: Preprocessor
+    target: Preprocessor | None
+    backend: str = "torch"
+    session: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """Model name, e.g. ``muon_flow``."""
+        return self.meta["name"]
+
+    @property
+    def kind(self) -> str:
+        """``flow``, ``classifier`` or ``multiplicity``."""
+        return self.meta["kind"]
+
+    def run(self, context: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The raw network on standardised inputs (batched), on this model's backend."""
+        n = len(context)
+        if n == 0:
+            width = (len(self.target.columns) if self.kind == "flow"
+                     else self.meta["architecture"].get("max_count", -1) + 1)
+            return np.zeros((0, width) if width > 0 else (0,), dtype=np.float32)
+        parts = []
+        for start in range(0, n, _BATCH):
+            inputs = [context[start:start + _BATCH].astype(np.float32)]
+            if noise is not None:
+                inputs.append(noise[start:start + _BATCH].astype(np.float32))
+            if self.backend == "onnx":
+                names = [i.name for i in self.session.get_inputs()]
+                parts.append(self.session.run(None, dict(zip(names, inputs, strict=True)))[0])
+            else:
+                with torch.no_grad():
+                    parts.append(self.module(*map(torch.from_numpy, inputs)).numpy())
+        return np.concatenate(parts)
+
+    def standardised_context(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """Named context columns -> the standardised context matrix."""
+        return self.context.forward(columns)
+
+    def sample(self, columns: dict[str, np.ndarray], rng: np.random.Generator,
+               noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Flow: one sample of every target per row, as NanoAOD values (float64)."""
+        context = self.standardised_context(columns)
+        if noise is None:
+            noise = rng.standard_normal((len(context), len(self.target.columns)))
+        return self.target.inverse(self.run(context, noise.astype(np.float32)))
+
+    def probability(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """Classifier: :math:`P(\\text{reco} \\mid c)` per row; multiplicity: class probabilities."""
+        return self.run(self.standardised_context(columns)).astype(np.float64)
+
+    def state_bytes(self) -> bytes:
+        """The serialised ``state_dict`` (what ``NAME.pt`` holds)."""
+        buffer = io.BytesIO()
+        torch.save(self.module.state_dict(), buffer)
+        return buffer.getvalue()
+
+
+class ModelSet(dict):
+    """Loaded models by name, with the directory, backend and manifest they came from."""
+
+    def __init__(self, models: dict[str, Model], directory: Path, backend: str,
+                 manifest: dict[str, Any]) -> None:
+        super().__init__(models)
+        self.directory = directory
+        self.backend = backend
+        self.manifest = manifest
+
+
+def save_model(model: Model, directory: str | Path) -> None:
+    """Write ``NAME.pt`` and ``NAME.json`` into ``directory`` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = dict(model.meta)
+    meta["format_version"] = FORMAT_VERSION
+    meta["context"] = model.context.to_dict()
+    meta["target"] = model.target.to_dict() if model.target is not None else None
+    (directory / f"{model.name}.pt").write_bytes(model.state_bytes())
+    (directory / f"{model.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def load_model(directory: str | Path, name: str, backend: str = "torch") -> Model:
+    """Load one artifact; ``backend="onnx"`` also opens an onnxruntime session."""
+    directory = Path(directory)
+    meta_path, weights = directory / f"{name}.json", directory / f"{name}.pt"
+    if not meta_path.is_file() or not weights.is_file():
+        raise FlashSimError(f"model {name!r} is missing from {directory} ({name}.json/{name}.pt): "
+                            f"train it with `flashsim train` or point --models to a complete directory")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise FlashSimError(f"{meta_path} has artifact format {meta.get('format_version')}, this "
+                            f"flashsim reads format {FORMAT_VERSION}: re-train the model")
+    module = build_module(meta)
+    try:
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except RuntimeError as error:
+        raise FlashSimError(f"{weights} does not match the architecture in {meta_path.name}: "
+                            "re-train or re-export the model") from error
+    module.eval()
+    target = Preprocessor.from_dict(meta["target"]) if meta.get("target") else None
+    model = Model(meta, module, Preprocessor.from_dict(meta["context"]), target, backend)
+    if backend == "onnx":
+        model.session = _onnx_session(model, directory / "onnx" / f"{name}.onnx")
+    elif backend != "torch":
+        raise FlashSimError(f"unknown backend {backend!r}; choose torch or onnx")
+    return model
+
+
+def _onnx_session(model: Model, path: Path) -> Any:
+    import onnxruntime as ort
+
+    from flashsim.models.onnx_export import export_model
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    source = str(path) if path.is_file() else export_model(model)  # in-memory export
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def write_manifest(directory: str | Path, names: list[str] | None = None) -> dict[str, Any]:
+    """Write ``manifest.json`` for the artifacts in ``directory`` (all ``*.json`` by default)."""
+    directory = Path(directory)
+    if names is None:
+        names = sorted(p.stem for p in directory.glob("*.json") if p.name != "manifest.json")
+    models = {}
+    for name in names:
+        meta = json.loads((directory / f"{name}.json").read_text())
+        models[name] = {
+            "object": meta["object"], "kind": meta["kind"],
+            "context": [c["spec"]["name"] for c in meta["context"]["columns"]],
+            "sha256": hashlib.sha256((directory / f"{name}.pt").read_bytes()).hexdigest(),
+            "metrics": meta.get("metrics", {}),
+            "training": meta.get("training", {}),
+        }
+    manifest = {"format_version": FORMAT_VERSION, "versions": library_versions(), "models": models}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / "manifest.json"
+    if not directory.is_dir():
+        raise FlashSimError(f"model directory {directory} does not exist: pass an existing "
+                            "directory to --models (or omit it to use the shipped models)")
+    if not path.is_file():
+        raise FlashSimError(f"{directory} has no manifest.json, so it is not a flashsim model "
+                            "directory: train one with `flashsim train all -o DIR`")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise FlashSimError(f"{path} has format {manifest.get('format_version')}, this flashsim "
+                            f"reads format {FORMAT_VERSION}: re-train with `flashsim train all`")
+    return manifest
+
+
+def load_models(directory: str | Path | None = None, backend: str = "torch",
+                required: list[str] | None = None) -> ModelSet:
+    """Every model ``simulate`` needs, from ``directory`` (default: the shipped models).
+
+    Raises :class:`FlashSimError` when the directory is missing, has no manifest, lacks
+    a required model, or when an artifact's context features differ from the features
+    the object modules of this flashsim version compute.
+    """
+    from flashsim.objects import MODEL_SPECS
+
+    directory = Path(directory) if directory is not None else PRETRAINED
+    manifest = _read_manifest(directory)
+    required = list(MODEL_SPECS) if required is None else required
+    missing = [n for n in required if n not in manifest["models"]]
+    if missing:
+        raise FlashSimError(f"{directory} lacks the models {', '.join(missing)}: train them with "
+                            f"`flashsim train all -o {directory}`")
+    models = {}
+    for name in required:
+        model = load_model(directory, name, backend)
+        expected = [c.name for c in MODEL_SPECS[name].context]
+        if model.context.names != expected:
+            raise FlashSimError(f"model {name} in {directory} was trained on features "
+                                f"{model.context.names}, this flashsim computes {expected}: "
+                                "re-train it with this version (`flashsim train`)")
+        digest = hashlib.sha256((directory / f"{name}.pt").read_bytes()).hexdigest()
+        if digest != manifest["models"][name]["sha256"]:
+            raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "
+                                "re-run training or restore the directory")
+        models[name] = model
+    return ModelSet(models, directory, backend, manifest)
+
+
+def model_provenance(directory: str | Path | None = None) -> dict[str, Any]:
+    """What a simulation output should record about the models it used."""
+    directory = Path(directory) if directory is not None else PRETRAINED
+    manifest = _read_manifest(directory)
+    return {"directory": str(directory), "versions": manifest["versions"],
+            "models": {n: {"sha256": m["sha256"], "training": m["training"]}
+                       for n, m in manifest["models"].items()}}

@@ -1,0 +1,305 @@
+r"""Training loop for flows, efficiency classifiers and the multiplicity model.
+
+Losses (all weighted by the per-row event weight :math:`w`, i.e. ``genWeight`` with its
+sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i w_i`:
+
+* flow: :math:`\ell = -\log p_\theta(y \mid c)` (negative log-likelihood of the NSF),
+  with the dequantisation/spike noise of :mod:`flashsim.models.transforms` redrawn
+  every epoch;
+* classifier: binary cross-entropy on the logit;
+* multiplicity: categorical cross-entropy.
+
+Rows are split into training and validation **by event** (a 64-bit hash of
+``(run, luminosityBlock, event)``), so the objects of one event never straddle the
+split. AdamW with a cosine (or plateau) learning-rate schedule; early stopping on the
+validation loss, keeping the best weights. After every epoch a checkpoint
+``MODEL_DIR/checkpoint/NAME.pt`` is written; a later run with the same configuration
+resumes from it. The loss curve goes to ``MODEL_DIR/NAME_loss.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flashsim.errors import FlashSimError
+from flashsim.models.artifact import (
+    Model,
+    build_module,
+    library_versions,
+    save_model,
+    write_manifest,
+)
+from flashsim.models.flows import DEFAULT_FLOW
+from flashsim.models.transforms import Preprocessor
+
+__all__ = ["TrainConfig", "load_config", "train_model", "train_object", "validation_mask"]
+
+_DEFAULT_ARCH = {
+    "flow": DEFAULT_FLOW,
+    "classifier": {"hidden_features": [64, 64]},
+    "multiplicity": {"hidden_features": [64, 64]},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Training settings of one model (YAML: ``defaults`` + ``models.NAME`` overrides)."""
+
+    epochs: int = 50
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: str = "cosine"
+    patience: int = 8
+    val_fraction: float = 0.2
+    seed: int = 1
+    device: str = "cpu"
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: str | Path | None, name: str, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of model ``name`` from a YAML file plus CLI overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise FlashSimError(f"cannot read training config {path}: {error}") from error
+        data = {**raw.get("defaults", {}), **raw.get("models", {}).get(name, {})}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise FlashSimError(f"unknown training option(s) {unknown} in {path}: use {sorted(known)}")
+    return TrainConfig(**data)
+
+
+def validation_mask(keys: np.ndarray, fraction: float) -> np.ndarray:
+    """True for rows of validation events: splitmix64 hash of the event key < fraction."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(keys, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
+
+
+def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
+          w: torch.Tensor) -> torch.Tensor:
+    if kind == "flow":
+        per_row = -module.flow(c).log_prob(y)
+    elif kind == "classifier":
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(
+            module.logits(c), y, reduction="none")
+    else:
+        per_row = torch.nn.functional.cross_entropy(module.logits(c), y.long(), reduction="none")
+    return (w * per_row).sum() / w.sum().clamp_min(1e-12)
+
+
+def train_model(spec, table, out_dir: str | Path, config: TrainConfig,
+                provenance: dict[str, Any] | None = None, *, progress: bool = True) -> Model:
+    """Fit preprocessing and network of model ``spec`` on ``table``; save the artifact."""
+    out_dir = Path(out_dir)
+    if len(table) < 2:
+        raise FlashSimError(f"{spec.name}: only {len(table)} training rows; give more events "
+                            "with --data / --max-events")
+    kind = spec.kind
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    val = validation_mask(table.event, config.val_fraction)
+    if val.all() or not val.any():  # tiny samples: validate on the training rows
+        val = np.ones(len(table), dtype=bool)
+        train = val
+    else:
+        train = ~val
+
+    def rows(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[mask] for k, v in data.items()}
+
+    context = Preprocessor.fit(list(spec.context), rows(table.context, train), context=True)
+    target = None
+    if kind == "flow":
+        targets = [t for t in spec.targets if t.name in table.target]
+        if not targets:
+            raise FlashSimError(f"{spec.name}: the training files have none of the target "
+                                f"branches {[t.name for t in spec.targets]}")
+        target = Preprocessor.fit(targets, rows(table.target, train))
+    arch = {**_DEFAULT_ARCH[kind], **config.architecture}
+    if kind == "multiplicity":
+        arch["max_count"] = spec.max_count
+    meta: dict[str, Any] = {
+        "name": spec.name, "object": spec.object, "kind": kind, "architecture": arch,
+        "context": context.to_dict(), "target": target.to_dict() if target else None,
+    }
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")
+    module = build_module(meta).to(device)
+
+    def tensors(mask: np.ndarray, noise_rng: np.random.Generator):
+        c = torch.from_numpy(context.forward(rows(table.context, mask)))
+        if kind == "flow":
+            y = torch.from_numpy(target.forward(rows(table.target, mask), noise_rng))
+        else:
+            label = next(iter(table.target.values()))[mask]
+            y = torch.from_numpy(np.asarray(label, dtype=np.float32))
+        w = torch.from_numpy(np.asarray(table.weight[mask], dtype=np.float32))
+        return c.to(device), y.to(device), w.to(device)
+
+    val_data = tensors(val, np.random.default_rng(config.seed + 1))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.epochs, 1))
+    elif config.schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    else:
+        raise FlashSimError(f"unknown schedule {config.schedule!r}; use cosine or plateau")
+
+    digest = hashlib.sha256(json.dumps([asdict(config), meta["target"], len(table)],
+                                       sort_keys=True, default=str).encode()).hexdigest()
+    checkpoint = out_dir / "checkpoint" / f"{spec.name}.pt"
+    state = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "bad": 0, "history": [],
+             "best_state": None}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved.get("digest") == digest:
+            module.load_state_dict(saved["module"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            rng.bit_generator.state = saved["rng"]
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
+
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    bar = tqdm(range(state["epoch"], config.epochs), desc=spec.name, unit="epoch",
+               disable=not progress, leave=False)
+    for epoch in bar:
+        module.train()
+        c, y, w = tensors(train, rng)
+        order = torch.randperm(len(c), device=device)
+        total, norm = 0.0, 0.0
+        for start in range(0, len(c), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            loss = _loss(module, kind, c[batch], y[batch], w[batch])
+            if not torch.isfinite(loss):
+                raise FlashSimError(f"{spec.name}: training loss became {loss.item()} at epoch "
+                                    f"{epoch}; lower --lr or check the input files")
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            optimizer.step()
+            total += loss.item() * float(w[batch].sum())
+            norm += float(w[batch].sum())
+        module.eval()
+        with torch.no_grad():
+            val_loss = float(_loss(module, kind, *val_data))
+        train_loss = total / norm if norm else float("nan")
+        if config.schedule == "plateau":
+            scheduler.step(val_loss)
+        else:
+            scheduler.step()
+        state["history"].append({"epoch": epoch, "train": train_loss, "val": val_loss})
+        if val_loss < state["best"]:
+            state.update(best=val_loss, best_epoch=epoch, bad=0,
+                         best_state={k: v.detach().cpu().clone()
+                                     for k, v in module.state_dict().items()})
+        else:
+            state["bad"] += 1
+        state["epoch"] = epoch + 1
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"digest": digest, "module": module.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "state": state}, checkpoint)
+        if state["bad"] >= config.patience:
+            break
+    bar.close()
+
+    if state["best_state"] is not None:
+        module.load_state_dict(state["best_state"])
+    module.cpu().eval()
+    pileup = table.context.get("pileup")
+    meta["training"] = {
+        **(provenance or {}),
+        "rows_train": int(train.sum()), "rows_validation": int(val.sum()),
+        "config": asdict(config), "seconds": round(time.perf_counter() - started, 1),
+        "history": state["history"],
+        "pileup_nTrueInt": None if pileup is None else {
+            "mean": float(np.mean(pileup)), "min": float(np.min(pileup)),
+            "max": float(np.max(pileup))},
+    }
+    meta["metrics"] = {"validation_loss": state["best"], "best_epoch": state["best_epoch"],
+                       "epochs_run": state["epoch"],
+                       "loss": "nll" if kind == "flow" else "bce" if kind == "classifier" else "ce"}
+    meta["versions"] = library_versions()
+    model = Model(meta, module, context, target)
+    save_model(model, out_dir)
+    _plot(state["history"], out_dir / f"{spec.name}_loss.png", spec.name)
+    checkpoint.unlink(missing_ok=True)
+    return model
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train"] for h in history], label="train")
+    ax.plot(epochs, [h["val"] for h in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weighted loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
+                 config_path: str | Path | None = None, max_events: int | None = None,
+                 progress: bool = True, **overrides: Any) -> dict[str, dict]:
+    """Train every model of object ``obj`` (or ``"all"``) on NANOAODSIM files ``data``.
+
+    Writes the artifacts and an updated ``manifest.json`` into ``out_dir``; returns
+    ``{model name: metrics}``.
+    """
+    from flashsim.objects import OBJECTS
+    from flashsim.objects.common import read_training_chunk
+
+    names = list(OBJECTS) if obj == "all" else [obj]
+    unknown = [n for n in names if n not in OBJECTS]
+    if unknown:
+        raise FlashSimError(f"unknown object {obj!r}; choose one of {', '.join(OBJECTS)} or all")
+    branches = sorted({b for n in names for b in OBJECTS[n].TRAINING_NAMES})
+    chunk, provenance = read_training_chunk(list(data), branches, max_events)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {}
+    for name in names:
+        module = OBJECTS[name]
+        for model_name, table in module.training_tables(chunk).items():
+            if model_name not in module.MODELS:
+                continue
+            config = load_config(config_path, model_name, **overrides)
+            model = train_model(module.MODELS[model_name], table, out_dir, config, provenance,
+                                progress=progress)
+            metrics[model_name] = model.meta["metrics"]
+    write_manifest(out_dir)
+    return metrics

@@ -1,0 +1,339 @@
+"""Write NanoAOD ROOT files (TTrees ``Events`` and ``Runs``) that ROOT, uproot and coffea read
+exactly as they read CMS NANOAODSIM.
+
+A *chunk* is the in-memory NanoAOD format used everywhere in flashsim, ``dict[str, array]``:
+
+- jagged collection (``"Muon"``) -> ``ak.Array`` of type ``N * var * {field: ...}``;
+- singleton collection (``"MET"``) -> ``ak.Array`` of type ``N * {field: ...}``;
+- scalar branch (``"run"``, ``"genWeight"``) -> 1-D array of length N.
+
+Every field is cast to its schema dtype and every TBranch is titled with its schema doc. Trees are
+written with uproot ``mktree`` + ``extend`` (``file[name] = ...`` would write an RNTuple), one
+record array per collection so that each jagged collection gets exactly one counter ``nX``.
+
+The file is written under a temporary name in the output directory and renamed into place only
+when complete, so an interrupted or failed write never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from flashsim.errors import FlashSimError
+from flashsim.nanoaod.schema import BranchSpec, load_schema, schema_path
+
+__all__ = ["EVENT_ID_BRANCHES", "Chunk", "NanoAODWriter", "write_nanoaod"]
+
+Chunk = dict[str, Any]
+"""In-memory NanoAOD chunk, see the module docstring."""
+
+EVENT_ID_BRANCHES = ("run", "luminosityBlock", "event")
+"""Scalar branches every written chunk must carry."""
+
+
+def _patch_branches(tree: uproot.writing.WritableTree, titles: Mapping[str, str]) -> None:
+    """Give every TBranch its NanoAOD title and every counter ``nX`` the NanoAOD dtype uint32.
+
+    uproot's public API titles every TBranch ``name[counter]/T``, offers no per-branch title and
+    writes counters as int32. The least invasive route: edit uproot's branch metadata right after
+    ``mktree`` (before any data) and let uproot's own relocation (the code path it uses when a tree
+    outgrows its basket table) rewrite the tree header; ``extend`` then casts the counts to the
+    counter's dtype. Leaf titles keep uproot's ``name[counter]``, as in CMS files. If a future
+    uproot drops these internals the defaults stay, the data are unaffected, and
+    tests/test_nanoaod_io.py fails on the titles.
+    """
+    cascading = getattr(tree, "_cascading", None)
+    branch_data = getattr(cascading, "_branch_data", None)
+    if branch_data is None or not hasattr(cascading, "_relocate"):
+        return
+    for datum in branch_data:
+        if datum.get("kind") == "record" or datum.get("fName") not in titles:
+            continue
+        datum["fTitle"] = titles[datum["fName"]]
+        if datum["kind"] == "counter":
+            datum["dtype"] = np.dtype(">u4")
+    cascading._relocate(tree._file, tree._file.sink)
+
+
+def _cast_flat(values: Any, spec: BranchSpec) -> np.ndarray:
+    try:
+        return ak.to_numpy(values, allow_missing=False).astype(spec.dtype, copy=False)
+    except (ValueError, TypeError) as err:
+        raise FlashSimError(
+            f"cannot write NanoAOD branch {spec.name!r} as {spec.dtype}: {err}; "
+            "give it plain numeric values without missing entries"
+        ) from None
+
+
+class NanoAODWriter:
+    """Context manager writing NanoAOD chunks to one ROOT file.
+
+    ``runs`` (dict of 1-D arrays keyed by the schema's Runs branches, e.g. from
+    :func:`flashsim.nanoaod.reader.read_runs`) is written verbatim as the ``Runs`` tree. Without it
+    the Runs tree is accumulated from the events written: per run,
+    ``genEventCount = N``, ``genEventSumw = sum(genWeight)``, ``genEventSumw2 = sum(genWeight**2)``
+    (genWeight = 1 where a chunk has none).
+
+    >>> with NanoAODWriter("out.root") as writer:   # doctest: +SKIP
+    ...     writer.write(chunk)
+
+    Every chunk must hold the same names and fields as the first one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], runs: Mapping[str, Any] | None = None):
+        self.path = Path(path)
+        parent = self.path.parent.resolve()
+        if self.path.is_dir():
+            raise FlashSimError(f"output {self.path} is a directory; give a file name ending .root")
+        if not parent.is_dir():
+            raise FlashSimError(
+                f"output directory {parent} does not exist or is not a directory; "
+                "create it or choose another output path"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise FlashSimError(
+                f"output directory {parent} is not writable; choose a writable output path"
+            )
+        self._schema = load_schema()
+        self._runs = None if runs is None else self._check_runs(runs)
+        self._run_sums: dict[int, np.ndarray] = {}  # run -> [count, sumw, sumw2]
+        self._layout: dict[str, tuple[str, ...] | None] | None = None
+        self._tree: uproot.writing.WritableTree | None = None
+        # unlike tempfile.mkstemp (mode 0600), os.open honours the umask like any output file
+        self._tmp = parent / f"{self.path.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as err:
+            raise FlashSimError(
+                f"cannot create a file in {parent} ({err.strerror}); choose a writable output path"
+            ) from None
+        try:
+            self._file = uproot.recreate(self._tmp)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._closed = False
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> NanoAODWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- public ----------------------------------------------------------------------------
+    def write(self, chunk: Mapping[str, Any]) -> None:
+        """Append one chunk (see module docstring) to the ``Events`` tree."""
+        if self._closed:
+            raise FlashSimError(f"the writer of {self.path} is closed; open a new NanoAODWriter")
+        arrays, titles, layout, n_events = self._prepare(chunk)
+        if self._layout is None:
+            self._layout = layout
+            self._tree = self._file.mktree(
+                "Events", {k: _branch_type(v) for k, v in arrays.items()}, title="Events"
+            )
+            _patch_branches(self._tree, titles)
+        elif layout != self._layout:
+            raise FlashSimError(
+                f"chunk written to {self.path} has branches {_describe(layout)} but the first chunk "
+                f"had {_describe(self._layout)}; write the same collections and fields in every chunk"
+            )
+        # uproot writes an empty basket for a zero-entry extend that ROOT then misreads
+        if n_events:
+            self._tree.extend(arrays)
+            self._accumulate_runs(chunk, n_events)
+
+    def close(self) -> None:
+        """Write the ``Runs`` tree, close the file and move it to its final name."""
+        if self._closed:
+            return
+        try:
+            if self._tree is None:  # nothing written: still a valid file with the event ids
+                self.write({name: np.zeros(0) for name in EVENT_ID_BRANCHES})
+            self._write_runs()
+            self._file.close()
+            self._closed = True
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Discard everything written: close and delete the temporary file."""
+        self._closed = True
+        try:
+            self._file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    # -- internals -------------------------------------------------------------------------
+    def _prepare(
+        self, chunk: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str], dict[str, tuple[str, ...] | None], int]:
+        """Validate ``chunk`` against the schema and cast it: returns the arrays for ``extend``,
+        the branch titles, the layout {name: fields or None} and the number of events."""
+        schema = self._schema
+        unknown = [
+            name for name in chunk if name not in schema.collections and name not in schema.scalars
+        ]
+        for name in chunk:
+            coll = schema.collections.get(name)
+            if coll is not None:
+                unknown += [f"{name}_{f}" for f in ak.fields(chunk[name]) if f not in coll.branches]
+        if unknown:
+            raise FlashSimError(
+                f"cannot write {', '.join(unknown)} to {self.path}: not in the NanoAOD schema "
+                f"({schema_path()}); rename the field(s) or add them to the schema"
+            )
+        missing = [name for name in EVENT_ID_BRANCHES if name not in chunk]
+        if missing:
+            raise FlashSimError(
+                f"chunk for {self.path} lacks the event id branch(es) {', '.join(missing)}; "
+                "pass the input's run, luminosityBlock and event through"
+            )
+
+        arrays: dict[str, Any] = {}
+        titles: dict[str, str] = {}
+        layout: dict[str, tuple[str, ...] | None] = {}
+        lengths: dict[str, int] = {}
+        for name, value in chunk.items():
+            if name in schema.scalars:
+                spec = schema.scalars[name]
+                arrays[name] = _cast_flat(value, spec)
+                titles[name] = spec.doc
+                layout[name] = None
+                lengths[name] = len(arrays[name])
+                continue
+            coll = schema.collections[name]
+            value = ak.Array(value) if not isinstance(value, ak.Array) else value
+            fields = tuple(ak.fields(value))
+            if not fields:
+                raise FlashSimError(
+                    f"collection {name!r} written to {self.path} has no fields; give it a record "
+                    "array such as ak.zip({'pt': ...})"
+                )
+            layout[name] = tuple(sorted(fields))  # extend matches fields by name
+            lengths[name] = len(value)
+            specs = [coll.branches[f] for f in fields]
+            titles.update({s.name: s.doc for s in specs})
+            if coll.jagged:
+                if value.ndim != 2:
+                    raise FlashSimError(
+                        f"jagged collection {name!r} must have type N * var * {{fields}}, got "
+                        f"{value.type}; build it with ak.zip of per-event lists"
+                    )
+                counts = ak.to_numpy(ak.num(value, axis=1))
+                titles[coll.counter] = coll.doc
+                arrays[name] = ak.zip(
+                    {
+                        s.field: ak.unflatten(
+                            _cast_flat(ak.flatten(value[s.field], axis=1), s), counts
+                        )
+                        for s in specs
+                    },
+                    depth_limit=2,
+                )
+            else:
+                arrays[name] = ak.zip(
+                    {s.field: _cast_flat(value[s.field], s) for s in specs}, depth_limit=1
+                )
+        if len(set(lengths.values())) > 1:
+            raise FlashSimError(
+                f"chunk for {self.path} mixes event counts {lengths}; every entry needs one "
+                "value (or list) per event"
+            )
+        return arrays, titles, layout, next(iter(lengths.values()))
+
+    def _accumulate_runs(self, chunk: Mapping[str, Any], n_events: int) -> None:
+        if self._runs is not None:
+            return
+        run = np.asarray(chunk["run"], dtype=np.int64)
+        weight = (
+            np.asarray(chunk["genWeight"], dtype=np.float64)
+            if "genWeight" in chunk
+            else np.ones(n_events)
+        )
+        runs, inverse = np.unique(run, return_inverse=True)
+        sums = np.stack(
+            [
+                np.bincount(inverse, minlength=len(runs)).astype(np.float64),
+                np.bincount(inverse, weights=weight, minlength=len(runs)),
+                np.bincount(inverse, weights=weight**2, minlength=len(runs)),
+            ],
+            axis=1,
+        )
+        for r, s in zip(runs.tolist(), sums, strict=True):
+            self._run_sums[r] = self._run_sums.get(r, 0.0) + s
+
+    def _check_runs(self, runs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        specs = self._schema.runs
+        unknown = sorted(set(runs) - set(specs))
+        missing = sorted(set(specs) - set(runs))
+        if unknown or missing:
+            raise FlashSimError(
+                f"runs for {self.path}: unknown {unknown}, missing {missing}; give exactly "
+                f"{', '.join(specs)}"
+            )
+        out = {name: _cast_flat(runs[name], spec) for name, spec in specs.items()}
+        if len({len(v) for v in out.values()}) > 1:
+            raise FlashSimError(f"runs for {self.path} have arrays of different lengths; fix them")
+        return out
+
+    def _write_runs(self) -> None:
+        specs = self._schema.runs
+        if self._runs is not None:
+            runs = self._runs
+        else:
+            keys = sorted(self._run_sums)
+            table = np.array([self._run_sums[k] for k in keys]).reshape(len(keys), 3)
+            columns = dict(
+                zip(("genEventCount", "genEventSumw", "genEventSumw2"), table.T, strict=True)
+            )
+            runs = {"run": np.asarray(keys), **columns}
+            runs = {name: runs[name].astype(spec.dtype) for name, spec in specs.items()}
+        tree = self._file.mktree("Runs", {k: v.dtype for k, v in runs.items()}, title="Runs")
+        _patch_branches(tree, {name: spec.doc for name, spec in specs.items()})
+        if len(runs["run"]):
+            tree.extend(runs)
+
+
+def _branch_type(array: Any) -> Any:
+    return array.dtype if isinstance(array, np.ndarray) else array.type.content
+
+
+def _describe(layout: Mapping[str, tuple[str, ...] | None] | None) -> str:
+    return (
+        "{"
+        + ", ".join(
+            name if fields is None else f"{name}({', '.join(fields)})"
+            for name, fields in (layout or {}).items()
+        )
+        + "}"
+    )
+
+
+def write_nanoaod(
+    path: str | os.PathLike[str],
+    chunk: Mapping[str, Any],
+    runs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write one chunk as a complete NanoAOD file (see :class:`NanoAODWriter`)."""
+    with NanoAODWriter(path, runs=runs) as writer:
+        writer.write(chunk)

@@ -1,0 +1,191 @@
+"""Shared pieces of the object modules: model specs, training tables, columnar helpers.
+
+Every simulated quantity is described by a :class:`ModelSpec` (its context columns and
+candidate target columns) and trained from a :class:`TrainingTable` that the object
+module extracts from a NANOAODSIM chunk. Geometry helpers work on awkward arrays of
+any nesting without Python loops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+from flashsim.errors import FlashSimError
+from flashsim.models.transforms import ColumnSpec
+
+__all__ = [
+    "ModelSpec",
+    "TrainingTable",
+    "allowed_values",
+    "delta_phi",
+    "delta_r",
+    "discrete",
+    "event_keys",
+    "event_weights",
+    "flat",
+    "nearest",
+    "read_training_chunk",
+    "typed",
+    "vector_sum",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of an object: what it conditions on and which columns it may generate.
+
+    ``targets`` are candidates: training keeps those present in the training files
+    and records the list in the artifact.
+    """
+
+    name: str
+    object: str
+    kind: str
+    context: tuple[ColumnSpec, ...]
+    targets: tuple[ColumnSpec, ...] = ()
+    max_count: int = 0
+
+
+@dataclass
+class TrainingTable:
+    """Rows for one model: named context/target columns, per-row weight and event key."""
+
+    context: dict[str, np.ndarray]
+    target: dict[str, np.ndarray]
+    weight: np.ndarray
+    event: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.weight)
+
+
+def allowed_values(collection: str, branch: str) -> tuple[float, ...] | None:
+    """Allowed values of a discrete NanoAOD branch from the schema (None if open-ended)."""
+    try:
+        from flashsim.nanoaod.schema import load_schema
+    except ImportError:  # schema module not available: fall back to observed values
+        return None
+    schema = load_schema()
+    spec = (schema.collections[collection].branches.get(branch)
+            if collection in schema.collections else schema.scalars.get(branch))
+    if spec is None or spec.allowed is None:
+        return None
+    return tuple(float(v) for v in spec.allowed)
+
+
+def discrete(collection: str, branch: str) -> ColumnSpec:
+    """A discrete target column whose allowed values come from the schema when listed."""
+    return ColumnSpec(branch, "discrete", values=allowed_values(collection, branch))
+
+
+def typed(collection: str, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cast simulated columns to the schema dtypes of ``collection`` (float32/int32 if unknown).
+
+    ``collection`` may be a collection name or ``None`` for scalar branches.
+    """
+    try:
+        from flashsim.nanoaod.schema import load_schema
+
+        schema = load_schema()
+        specs = (schema.collections[collection].branches if collection in schema.collections
+                 else schema.scalars)
+    except ImportError:  # no schema module: fall back to NanoAOD's usual widths
+        specs = {}
+    out = {}
+    for name, values in fields.items():
+        values = np.asarray(values)
+        spec = specs.get(name)
+        if spec is not None:
+            out[name] = values.astype(spec.dtype)
+        else:
+            out[name] = values.astype(np.float32 if values.dtype.kind == "f" else np.int32)
+    return out
+
+
+def flat(array) -> np.ndarray:
+    """A (possibly jagged) awkward array flattened to a float64 numpy array."""
+    return np.asarray(ak.to_numpy(ak.flatten(array, axis=None)), dtype=np.float64)
+
+
+def delta_phi(a, b):
+    r""":math:`\Delta\phi = a - b` wrapped into :math:`[-\pi, \pi)`."""
+    return (a - b + np.pi) % (2 * np.pi) - np.pi
+
+
+def delta_r(eta1, phi1, eta2, phi2):
+    r""":math:`\Delta R = \sqrt{\Delta\eta^2 + \Delta\phi^2}`."""
+    return np.hypot(eta1 - eta2, delta_phi(phi1, phi2))
+
+
+def nearest(eta, phi, other_eta, other_phi, *, exclude_self: bool = False,
+            default: float = 5.0):
+    r"""For every object of ``N * var`` arrays, :math:`\Delta R` to and index of the nearest
+    object of ``other`` in the same event (``default``/-1 if none).
+
+    With ``exclude_self`` (same collection) the diagonal is skipped.
+    """
+    dr = delta_r(eta[:, :, None], phi[:, :, None], other_eta[:, None, :], other_phi[:, None, :])
+    if exclude_self:
+        i = ak.local_index(eta, axis=1)
+        j = ak.local_index(other_eta, axis=1)
+        dr = ak.where(i[:, :, None] == j[:, None, :], np.inf, dr)
+    index = ak.argmin(dr, axis=2)
+    best = ak.fill_none(ak.min(dr, axis=2), np.inf)
+    found = best < np.inf
+    return ak.where(found, best, default), ak.where(found, ak.fill_none(index, -1), -1)
+
+
+def vector_sum(pt, phi) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event sums of :math:`p_x, p_y` of a jagged collection."""
+    return (np.asarray(ak.sum(pt * np.cos(phi), axis=1), dtype=np.float64),
+            np.asarray(ak.sum(pt * np.sin(phi), axis=1), dtype=np.float64))
+
+
+def event_weights(chunk: dict) -> np.ndarray:
+    """Per-event sample weight: ``genWeight`` divided by the mean absolute ``genWeight``.
+
+    Keeps the sign (negative NLO weights subtract), normalised to O(1).
+    """
+    if "genWeight" not in chunk:
+        return np.ones(len(chunk["event"]))
+    w = np.asarray(chunk["genWeight"], dtype=np.float64)
+    scale = np.mean(np.abs(w)) if len(w) else 1.0
+    return w / scale if scale > 0 else np.ones_like(w)
+
+
+def event_keys(chunk: dict) -> np.ndarray:
+    """A 64-bit key per event from ``(run, luminosityBlock, event)`` for the train/val split."""
+    key = np.asarray(chunk["event"], dtype=np.uint64)
+    for name in ("run", "luminosityBlock"):
+        if name in chunk:
+            key = key * np.uint64(1_000_003) + np.asarray(chunk[name], dtype=np.uint64)
+    return key
+
+
+def read_training_chunk(paths: list[str | Path], names: list[str],
+                        max_events: int | None = None) -> tuple[dict, dict]:
+    """Read ``names`` from NANOAODSIM ``paths`` into one chunk; also return provenance.
+
+    Stops after ``max_events`` events in total.
+    """
+    from flashsim.nanoaod.reader import read_chunk, read_runs
+
+    chunks, files, remaining = [], [], max_events
+    for path in paths:
+        if remaining is not None and remaining <= 0:
+            break
+        chunk = read_chunk(path, names, 0, remaining)
+        n = len(chunk["event"])
+        chunks.append(chunk)
+        files.append({"path": str(path), "events": n, "has_runs": read_runs(path) is not None})
+        remaining = None if remaining is None else remaining - n
+    if not chunks:
+        raise FlashSimError("no training files given: pass NANOAODSIM files with --data")
+    merged = {k: (ak.concatenate([c[k] for c in chunks]) if isinstance(chunks[0][k], ak.Array)
+                  else np.concatenate([np.asarray(c[k]) for c in chunks])) for k in chunks[0]}
+    return merged, {"files": files, "events": int(len(merged["event"]))}

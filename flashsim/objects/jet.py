@@ -1,0 +1,179 @@
+r"""Jets matched to GenJets: GenJet -> (efficiency) -> RECO jet.
+
+GEN definition: every ``GenJet`` of the event (anti-kT R=0.4, NanoAOD keeps
+:math:`p_T > 10` GeV). Training pairs come from ``Jet_genJetIdx``.
+
+Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047):
+
+* ``jet_efficiency`` — :math:`P(\text{a RECO jet with } p_T > 15 \text{ GeV is matched} \mid c)`;
+* ``jet_flow`` — conditional NSF for the matched RECO jet.
+
+Conditioning :math:`c`: GenJet :math:`p_T, \eta, \phi`, mass; hadron flavour (b, c) and
+parton flavour (gluon, light, heavy) as indicators; the nearest other GenJet
+(:math:`\Delta R`, :math:`p_T` ratio); the nearest GEN muon of :mod:`flashsim.objects.muon`
+(:math:`\Delta R`) and the GEN-muon :math:`p_T` fraction within :math:`\Delta R < 0.4`;
+``Pileup_nTrueInt``.
+
+Targets: :math:`p_T^{reco}/p_T^{gen}` (log), :math:`\Delta\eta`, :math:`\Delta\phi`, mass,
+area, energy fractions, constituent counts, ``jetId``/``puId`` bit flags, b/c/quark-gluon
+taggers, regression outputs — every candidate the training files contain. Derived:
+``hadronFlavour``/``partonFlavour`` (copied from the GenJet), ``genJetIdx``; ``nMuons``,
+``muonIdx1/2`` come from :mod:`flashsim.objects.crossref`.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from flashsim.models.transforms import ColumnSpec
+from flashsim.objects.common import (
+    ModelSpec,
+    TrainingTable,
+    delta_phi,
+    discrete,
+    event_keys,
+    event_weights,
+    flat,
+    nearest,
+    typed,
+)
+from flashsim.objects.muon import gen_muons
+
+__all__ = [
+    "JET_CONTINUOUS",
+    "JET_DISCRETE",
+    "MODELS",
+    "TRAINING_NAMES",
+    "gen_jets",
+    "jet_properties",
+    "simulate",
+    "training_tables",
+]
+
+TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Jet", "genWeight", "run", "luminosityBlock",
+                  "event"]
+
+CONTEXT = (
+    ColumnSpec("gen_pt", transform="log"),
+    ColumnSpec("gen_eta"),
+    ColumnSpec("gen_phi"),
+    ColumnSpec("gen_mass", transform="log", offset=1.0),
+    ColumnSpec("had_b"),
+    ColumnSpec("had_c"),
+    ColumnSpec("parton_gluon"),
+    ColumnSpec("parton_light"),
+    ColumnSpec("parton_heavy"),
+    ColumnSpec("near_dr"),
+    ColumnSpec("near_ptratio", transform="log", offset=1.0),
+    ColumnSpec("mu_dr"),
+    ColumnSpec("mu_ptfrac", transform="log", offset=1.0),
+    ColumnSpec("pileup"),
+)
+
+#: Jet branches generated as they are (shared with the fake-jet model).
+JET_CONTINUOUS = {
+    "area": "none", "chEmEF": "none", "chHEF": "none", "neEmEF": "none", "neHEF": "none",
+    "muEF": "none", "btagDeepFlavB": "none", "btagDeepFlavC": "none",
+    "btagDeepFlavCvL": "none", "btagDeepFlavCvB": "none", "btagDeepB": "none",
+    "btagDeepC": "none", "btagCSVV2": "none", "btagCMVA": "none", "qgl": "none",
+    "rawFactor": "none", "bRegCorr": "none", "bRegRes": "none", "muonSubtrFactor": "none",
+    "jercCHF": "none", "jercCHPUF": "none",
+}
+JET_DISCRETE = ("nConstituents", "nElectrons", "jetId", "puId")
+
+TARGETS = (
+    ColumnSpec("pt_ratio", transform="log"),
+    ColumnSpec("deta", spikes=False),
+    ColumnSpec("dphi", spikes=False),
+    ColumnSpec("mass", transform="log", offset=1.0),
+    *(ColumnSpec(name, transform=t) for name, t in JET_CONTINUOUS.items()),
+    *(discrete("Jet", name) for name in JET_DISCRETE),
+)
+
+MODELS = {
+    "jet_efficiency": ModelSpec("jet_efficiency", "jet", "classifier", CONTEXT),
+    "jet_flow": ModelSpec("jet_flow", "jet", "flow", CONTEXT, TARGETS),
+}
+
+
+def gen_jets(gen: dict) -> ak.Array:
+    """Every GenJet with its context columns, ``index`` and flavours."""
+    jets = gen["GenJet"]
+    had = jets.hadronFlavour
+    parton = abs(jets.partonFlavour)
+    near_dr, near_index = nearest(jets.eta, jets.phi, jets.eta, jets.phi, exclude_self=True)
+    near_pt = ak.fill_none(jets.pt[ak.mask(near_index, near_index >= 0)], 0.0)
+    mu = gen_muons(gen)
+    mu_dr, _ = nearest(jets.eta, jets.phi, mu.gen_eta, mu.gen_phi)
+    dr = np.hypot(jets.eta[:, :, None] - mu.gen_eta[:, None, :],
+                  delta_phi(jets.phi[:, :, None], mu.gen_phi[:, None, :]))
+    mu_pt = ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(mu.gen_pt[:, None, :], dr)[0], 0.0),
+                   axis=2)
+    pileup = ak.broadcast_arrays(np.asarray(gen["Pileup"].nTrueInt, np.float64), jets.pt)[0]
+    return ak.zip({
+        "gen_pt": jets.pt, "gen_eta": jets.eta, "gen_phi": jets.phi, "gen_mass": jets.mass,
+        "had_b": 1 * (had == 5), "had_c": 1 * (had == 4), "parton_gluon": 1 * (parton == 21),
+        "parton_light": 1 * ((parton >= 1) & (parton <= 3)),
+        "parton_heavy": 1 * ((parton == 4) | (parton == 5)),
+        "near_dr": np.minimum(near_dr, 5.0), "near_ptratio": near_pt / jets.pt,
+        "mu_dr": np.minimum(mu_dr, 5.0), "mu_ptfrac": mu_pt / jets.pt, "pileup": pileup,
+        "index": ak.local_index(jets.pt, axis=1),
+        "hadronFlavour": jets.hadronFlavour, "partonFlavour": jets.partonFlavour,
+    })
+
+
+def jet_properties(reco: ak.Array) -> dict:
+    """The generated-as-is jet branches present in ``reco`` (shared with fake jets)."""
+    available = set(ak.fields(reco))
+    return {name: reco[name] for name in (*JET_CONTINUOUS, *JET_DISCRETE) if name in available}
+
+
+def training_tables(chunk: dict) -> dict[str, TrainingTable]:
+    """(GenJet, RECO jet) training rows from a NANOAODSIM chunk, paired by ``Jet_genJetIdx``."""
+    gen = gen_jets(chunk)
+    reco = chunk["Jet"]
+    weight, key = event_weights(chunk), event_keys(chunk)
+    n_gen = ak.num(gen.gen_pt)
+    matched = (reco.genJetIdx >= 0) & (reco.genJetIdx < n_gen)
+    reconstructed = ak.any(gen.index[:, :, None] == reco.genJetIdx[:, None, :], axis=2)
+    w_gen, k_gen = ak.broadcast_arrays(weight, gen.gen_pt)[0], ak.broadcast_arrays(key, gen.gen_pt)[0]
+    efficiency = TrainingTable(
+        {c.name: flat(gen[c.name]) for c in CONTEXT}, {"reconstructed": flat(reconstructed)},
+        flat(w_gen), np.asarray(ak.flatten(k_gen), dtype=np.uint64))
+    reco = reco[matched]
+    g = gen[reco.genJetIdx]
+    targets = {"pt_ratio": reco.pt / g.gen_pt, "deta": reco.eta - g.gen_eta,
+               "dphi": delta_phi(reco.phi, g.gen_phi), "mass": reco.mass,
+               **jet_properties(reco)}
+    w_reco, k_reco = ak.broadcast_arrays(weight, reco.pt)[0], ak.broadcast_arrays(key, reco.pt)[0]
+    dx = ak.sum(reco.pt * np.cos(reco.phi) - g.gen_pt * np.cos(g.gen_phi), axis=1)
+    dy = ak.sum(reco.pt * np.sin(reco.phi) - g.gen_pt * np.sin(g.gen_phi), axis=1)
+    flow = TrainingTable(
+        {c.name: flat(g[c.name]) for c in CONTEXT}, {k: flat(v) for k, v in targets.items()},
+        flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64),
+        {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))})
+    return {"jet_efficiency": efficiency, "jet_flow": flow}
+
+
+def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
+    """Flash-simulated RECO jets matched to GenJets, ``N * var * {Jet fields}`` (unordered).
+
+    ``genJetIdx`` points into ``gen["GenJet"]``; ordering and the muon cross-references are
+    done by :func:`flashsim.objects.crossref.merge_jets` and ``link``.
+    """
+    jets = gen_jets(gen)
+    columns = {c.name: flat(jets[c.name]) for c in CONTEXT}
+    p = models["jet_efficiency"].probability(columns)
+    keep = rng.uniform(size=len(p)) < p
+    counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(jets)), axis=1))
+    kept = ak.flatten(jets)[keep]
+    g = {k: v[keep] for k, v in columns.items()}
+    out = models["jet_flow"].sample(g, rng)
+    fields = {
+        "pt": g["gen_pt"] * out.pop("pt_ratio"), "eta": g["gen_eta"] + out.pop("deta"),
+        "phi": delta_phi(g["gen_phi"] + out.pop("dphi"), 0.0), **out,
+        "hadronFlavour": np.asarray(kept.hadronFlavour), "partonFlavour": np.asarray(kept.partonFlavour),
+        "genJetIdx": np.asarray(kept.index),
+    }
+    return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

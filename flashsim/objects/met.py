@@ -1,0 +1,146 @@
+r"""Event-level RECO quantities: MET and the pileup observables (PV counts, rho).
+
+MET (``met_flow``). RECO MET is minus the vector sum of reconstructed objects, so to
+first order :math:`\vec m_0 = \vec{\text{GenMET}} - \sum_{\text{objects}} (\vec p_T^{\,reco} -
+\vec p_T^{\,gen})`, the sum running over the simulated matched muons and jets and the
+fake jets (whose GEN momentum is zero). The flow generates the residual
+:math:`\vec r = \vec{\text{MET}} - \vec m_0` (x, y) together with ``sumEt``,
+``significance`` and the covariance ``covXX/XY/YY`` (and the unclustered-energy shifts
+if the training files have them), conditioned on :math:`\vec m_0`, :math:`|\vec m_0|`,
+GenMET, GEN :math:`H_T`, the GenJet count, :math:`|\sum \Delta\vec p_T|` and
+``Pileup_nTrueInt``. In training :math:`\vec m_0` uses the true RECO objects of the file;
+in simulation the flash ones, so MET stays correlated with mismeasured objects.
+
+Pileup observables (``pv_flow``): ``PV_npvs``, ``PV_npvsGood`` (integers, dequantised)
+and ``fixedGridRhoFastjetAll`` from one small flow given ``Pileup_nTrueInt``,
+``Pileup_nPU`` and GEN :math:`H_T`.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from flashsim.models.transforms import ColumnSpec
+from flashsim.objects import fake_jet, jet, muon
+from flashsim.objects.common import (
+    ModelSpec,
+    TrainingTable,
+    event_keys,
+    event_weights,
+    typed,
+    vector_sum,
+)
+
+__all__ = ["MODELS", "TRAINING_NAMES", "simulate_met", "simulate_pv", "training_tables"]
+
+TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Muon", "Jet", "MET", "PV",
+                  "fixedGridRhoFastjetAll", "genWeight", "run", "luminosityBlock", "event"]
+
+MET_CONTEXT = (
+    ColumnSpec("m0_x", transform="symlog"),
+    ColumnSpec("m0_y", transform="symlog"),
+    ColumnSpec("m0_pt", transform="log", offset=1.0),
+    ColumnSpec("genmet_pt", transform="log", offset=1.0),
+    ColumnSpec("gen_ht", transform="log", offset=1.0),
+    ColumnSpec("n_genjet"),
+    ColumnSpec("delta_pt", transform="log", offset=1.0),
+    ColumnSpec("pileup"),
+)
+_MET_BRANCHES = {"sumEt": "log", "significance": "symlog", "covXX": "log", "covXY": "symlog",
+                 "covYY": "log", "MetUnclustEnUpDeltaX": "symlog",
+                 "MetUnclustEnUpDeltaY": "symlog"}
+MET_TARGETS = (
+    ColumnSpec("res_x", transform="symlog", spikes=False),
+    ColumnSpec("res_y", transform="symlog", spikes=False),
+    *(ColumnSpec(name, transform=t) for name, t in _MET_BRANCHES.items()),
+)
+
+PV_CONTEXT = (
+    ColumnSpec("pileup"),
+    ColumnSpec("n_pu"),
+    ColumnSpec("gen_ht", transform="log", offset=1.0),
+)
+PV_TARGETS = (
+    ColumnSpec("npvs", "discrete"),
+    ColumnSpec("npvsGood", "discrete"),
+    ColumnSpec("fixedGridRhoFastjetAll"),
+)
+
+MODELS = {
+    "met_flow": ModelSpec("met_flow", "met", "flow", MET_CONTEXT, MET_TARGETS),
+    "pv_flow": ModelSpec("pv_flow", "met", "flow", PV_CONTEXT, PV_TARGETS),
+}
+
+
+def _met_context(gen: dict, delta: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    genmet = gen["GenMET"]
+    gpt, gphi = np.asarray(genmet.pt, np.float64), np.asarray(genmet.phi, np.float64)
+    m0_x, m0_y = gpt * np.cos(gphi) - delta[0], gpt * np.sin(gphi) - delta[1]
+    activity = fake_jet.event_activity(gen)
+    return {"m0_x": m0_x, "m0_y": m0_y, "m0_pt": np.hypot(m0_x, m0_y), "genmet_pt": gpt,
+            "gen_ht": activity["gen_ht"], "n_genjet": activity["n_genjet"],
+            "delta_pt": np.hypot(*delta), "pileup": activity["pileup"]}
+
+
+def _pv_context(gen: dict) -> dict[str, np.ndarray]:
+    pileup = gen["Pileup"]
+    n_pu = pileup.nPU if "nPU" in ak.fields(pileup) else pileup.nTrueInt
+    return {"pileup": np.asarray(pileup.nTrueInt, np.float64), "n_pu": np.asarray(n_pu, np.float64),
+            "gen_ht": fake_jet.event_activity(gen)["gen_ht"]}
+
+
+def training_tables(chunk: dict) -> dict[str, TrainingTable]:
+    """MET and pileup-observable rows (one per event) from a NANOAODSIM chunk."""
+    weight, key = event_weights(chunk), event_keys(chunk)
+    tables = {**muon.training_tables(chunk), **jet.training_tables(chunk),
+              **fake_jet.training_tables(chunk)}
+    delta = [np.asarray(tables["muon_flow"].info["delta"][i])
+             + np.asarray(tables["jet_flow"].info["delta"][i])
+             + np.asarray(tables["fake_jet_flow"].info["sum"][i]) for i in range(2)]
+    context = _met_context(chunk, (delta[0], delta[1]))
+    met = chunk["MET"]
+    mpt, mphi = np.asarray(met.pt, np.float64), np.asarray(met.phi, np.float64)
+    targets = {"res_x": mpt * np.cos(mphi) - context["m0_x"],
+               "res_y": mpt * np.sin(mphi) - context["m0_y"]}
+    targets.update({k: np.asarray(met[k], np.float64) for k in _MET_BRANCHES
+                    if k in ak.fields(met)})
+    pv = chunk["PV"]
+    pv_targets = {k: np.asarray(pv[k], np.float64) for k in ("npvs", "npvsGood")
+                  if k in ak.fields(pv)}
+    if "fixedGridRhoFastjetAll" in chunk:
+        pv_targets["fixedGridRhoFastjetAll"] = np.asarray(chunk["fixedGridRhoFastjetAll"],
+                                                          np.float64)
+    return {"met_flow": TrainingTable(context, targets, weight, key),
+            "pv_flow": TrainingTable(_pv_context(chunk), pv_targets, weight, key)}
+
+
+def simulate_met(gen: dict, models, rng: np.random.Generator, muons: ak.Array,
+                 jets: ak.Array) -> ak.Array:
+    """Flash-simulated ``MET`` (``N * {pt, phi, ...}``) given the flash muons and jets.
+
+    ``jets`` must hold matched and fake jets (``genJetIdx == -1`` for fakes); their
+    :math:`\\sum(\\vec p_T^{reco} - \\vec p_T^{gen})` enters :math:`\\vec m_0`.
+    """
+    mu_idx = ak.mask(muons.genPartIdx, muons.genPartIdx >= 0)
+    jet_idx = ak.mask(jets.genJetIdx, jets.genJetIdx >= 0)
+    part, genjet = gen["GenPart"], gen["GenJet"]
+    mx, my = vector_sum(muons.pt, muons.phi)
+    gmx, gmy = vector_sum(ak.fill_none(part.pt[mu_idx], 0.0), ak.fill_none(part.phi[mu_idx], 0.0))
+    jx, jy = vector_sum(jets.pt, jets.phi)
+    gjx, gjy = vector_sum(ak.fill_none(genjet.pt[jet_idx], 0.0),
+                          ak.fill_none(genjet.phi[jet_idx], 0.0))
+    context = _met_context(gen, (mx - gmx + jx - gjx, my - gmy + jy - gjy))
+    out = models["met_flow"].sample(context, rng)
+    x, y = context["m0_x"] + out.pop("res_x"), context["m0_y"] + out.pop("res_y")
+    return ak.zip(typed("MET", {"pt": np.hypot(x, y), "phi": np.arctan2(y, x), **out}))
+
+
+def simulate_pv(gen: dict, models, rng: np.random.Generator) -> tuple[ak.Array, np.ndarray]:
+    """Flash-simulated ``PV`` (``N * {npvs, npvsGood}``) and ``fixedGridRhoFastjetAll``."""
+    out = models["pv_flow"].sample(_pv_context(gen), rng)
+    rho = np.asarray(out.pop("fixedGridRhoFastjetAll", np.zeros(len(gen["event"]))))
+    if "npvs" in out and "npvsGood" in out:  # a good vertex is a vertex
+        out["npvsGood"] = np.minimum(out["npvsGood"], out["npvs"])
+    rho = typed(None, {"fixedGridRhoFastjetAll": rho})["fixedGridRhoFastjetAll"]
+    return ak.zip(typed("PV", out)), rho

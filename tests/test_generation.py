@@ -1,0 +1,128 @@
+"""Pythia 8 generation: CMS GEN NanoAOD conventions, reproducibility and CLI errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from flashsim.errors import FlashSimError
+from flashsim.generation import PROCESSES, generate_file, iter_batches
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
+BIT = {"isPrompt": 0, "isHardProcess": 7, "fromHardProcess": 8, "isLastCopy": 13}
+
+
+@pytest.fixture(scope="session")
+def gen_files(tmp_path_factory) -> dict[str, Path]:
+    """Generated once per session: dy_mumu (jobs 1 and jobs 2, same seed) and ttbar."""
+    folder = tmp_path_factory.mktemp("generation")
+    files = {"dy": folder / "dy.root", "dy_jobs2": folder / "dy_jobs2.root", "tt": folder / "tt.root"}
+    generate_file("dy_mumu", 15, files["dy"], seed=7)
+    generate_file("dy_mumu", 15, files["dy_jobs2"], seed=7, jobs=2)
+    generate_file("ttbar", 12, files["tt"], seed=3)
+    return files
+
+
+def _events(path: Path) -> ak.Array:
+    return uproot.open(path)["Events"].arrays()
+
+
+def test_branches_match_real_cms_file(gen_files):
+    if not REFERENCE.exists():
+        pytest.skip(f"reference file {REFERENCE} is absent")
+    ours = {b.name: b.typename for b in uproot.open(gen_files["dy"])["Events"].branches}
+    real = {b.name: b.typename for b in uproot.open(REFERENCE)["Events"].branches}
+    common = set(ours) & set(real)
+    for name in ("nGenPart", "GenPart_statusFlags", "GenJet_hadronFlavour", "GenMET_pt", "Pileup_nPU",
+                 "Generator_x1", "genWeight", "event"):
+        assert name in common
+    assert {n: ours[n] for n in common} == {n: real[n] for n in common}
+    assert set(uproot.open(gen_files["dy"]).keys(cycle=False)) >= {"Events", "Runs"}
+
+
+def test_prompt_muons_from_z(gen_files):
+    events = _events(gen_files["dy"])
+    flags, status, pdg = events.GenPart_statusFlags, events.GenPart_status, events.GenPart_pdgId
+    wanted = (1 << BIT["isPrompt"]) | (1 << BIT["fromHardProcess"]) | (1 << BIT["isLastCopy"])
+    hard_muon = (abs(pdg) == 13) & ((flags & wanted) == wanted) & (status == 1)
+    assert ak.all(ak.sum(hard_muon & (pdg == 13), axis=1) == 1)
+    assert ak.all(ak.sum(hard_muon & (pdg == -13), axis=1) == 1)
+    # the hard-process Z (status 22) exists and is the first copy
+    assert ak.all(ak.sum((pdg == 23) & (status == 22), axis=1) == 1)
+
+
+def test_mothers_reindexed(gen_files):
+    events = _events(gen_files["dy"])
+    mother = events.GenPart_genPartIdxMother
+    index = ak.local_index(mother)
+    assert ak.all((mother < index) | (mother == -1))
+    pdg = events.GenPart_pdgId
+    # the daughters of the last Z copy are the two muons
+    last_z = ak.argmax(ak.where(pdg == 23, index, -1), axis=1, keepdims=True)
+    z_daughters = pdg[mother == ak.flatten(last_z)]
+    assert ak.all(ak.sort(abs(z_daughters), axis=1)[:, :2] == 13)
+
+
+def test_hadron_flavour_consistent(gen_files):
+    events = _events(gen_files["tt"])
+    jets = ak.zip({"pt": events.GenJet_pt, "eta": events.GenJet_eta, "phi": events.GenJet_phi,
+                   "flav": events.GenJet_hadronFlavour})
+    assert ak.all(jets.pt[:, :-1] >= jets.pt[:, 1:])
+    assert ak.all(jets.pt > 10)
+    pdg = abs(events.GenPart_pdgId)
+    b_had = ((pdg > 500) & (pdg < 600)) | ((pdg > 5000) & (pdg < 6000))
+    hadrons = ak.zip({"eta": events.GenPart_eta[b_had], "phi": events.GenPart_phi[b_had]})
+    pairs = ak.cartesian([jets, hadrons], nested=True)
+    dphi = (pairs["0"].phi - pairs["1"].phi + np.pi) % (2 * np.pi) - np.pi
+    near = ak.any(np.hypot(pairs["0"].eta - pairs["1"].eta, dphi) < 0.4, axis=2)
+    assert ak.all(near[jets.flav == 5])
+    assert ak.sum(jets.flav == 5) >= 1
+    assert set(np.unique(ak.flatten(jets.flav))) <= {0, 4, 5}
+
+
+def test_gen_batch_particles():
+    batch = next(iter_batches("dy_mumu", 4, seed=11, batch_size=4))
+    particles = batch.particles
+    assert set(particles.fields) == {"px", "py", "pz", "e", "pdgId", "charge", "vx", "vy", "vz", "genPartIdx"}
+    genpart = batch.nano["GenPart"]
+    linked = particles[particles.genPartIdx >= 0]
+    assert ak.all(genpart.pdgId[linked.genPartIdx] == linked.pdgId)
+    assert ak.all(ak.sum(abs(linked.pdgId) == 13, axis=1) >= 2)
+    assert ak.all(abs(particles.charge[abs(particles.pdgId) == 211]) == 1)
+
+
+def test_reproducible_and_independent_of_jobs(gen_files):
+    one, two = _events(gen_files["dy"]), _events(gen_files["dy_jobs2"])
+    for name in ("GenPart_pt", "GenJet_pt", "Pileup_nTrueInt", "event"):
+        assert ak.all(ak.ravel(one[name] == two[name]))
+    assert len(np.unique(ak.to_numpy(one.event))) == len(one)
+
+
+def test_bad_arguments_raise_before_generation(tmp_path):
+    with pytest.raises(FlashSimError, match="unknown process"):
+        generate_file("nope", 1, tmp_path / "x.root")
+    with pytest.raises(FlashSimError, match="positive"):
+        generate_file("ttbar", 0, tmp_path / "x.root")
+    with pytest.raises(FlashSimError, match="--jobs"):
+        generate_file("ttbar", 1, tmp_path / "x.root", jobs=0)
+    with pytest.raises(FlashSimError, match="does not exist"):
+        generate_file("ttbar", 1, tmp_path / "missing" / "x.root")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_unknown_process_and_list(tmp_path):
+    command = [sys.executable, "-m", "flashsim.cli", "generate"]
+    result = subprocess.run([*command, "nope", "-n", "1", "-o", "x.root"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown process 'nope'" in result.stderr and "dy_mumu" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.root").exists()
+    listing = subprocess.run([*command, "--list"], capture_output=True, text=True, check=True)
+    assert all(name in listing.stdout for name in PROCESSES)

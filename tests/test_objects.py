@@ -1,0 +1,119 @@
+"""Object modules: training pairs on real NANOAODSIM, simulation output, cross-references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+
+from flashsim.models import load_models
+from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, simulate_reco
+from flashsim.objects.common import read_training_chunk
+
+torch.set_num_threads(1)
+NANO_DY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
+needs_nano = pytest.mark.skipif(not NANO_DY.is_file(),
+                                reason=f"reference NANOAODSIM {NANO_DY} is absent")
+TINY = {"transforms": 1, "bins": 4, "hidden_features": [16], "passes": 2}
+
+
+@pytest.fixture(scope="module")
+def chunk():
+    names = sorted({b for module in OBJECTS.values() for b in module.TRAINING_NAMES})
+    return read_training_chunk([NANO_DY], names)[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from flashsim.models.training import train_object
+
+    out = tmp_path_factory.mktemp("models")
+    train_object("all", [NANO_DY], out, epochs=1, architecture=TINY, progress=False)
+    return out
+
+
+@needs_nano
+def test_muon_pairs_respect_genpartidx(chunk):
+    tables = OBJECTS["muon"].training_tables(chunk)
+    reco, part = chunk["Muon"], chunk["GenPart"]
+    idx = reco.genPartIdx
+    target = part[ak.where(idx >= 0, idx, 0)]
+    good = ((idx >= 0) & (abs(target.pdgId) == 13) & (target.status == 1) & (target.pt > 3)
+            & (abs(target.eta) < 2.5))
+    assert len(tables["muon_flow"]) == ak.sum(good)
+    ratio = tables["muon_flow"].target["pt_ratio"]
+    np.testing.assert_allclose(np.sort(ratio), np.sort(flat_ratio := ak.to_numpy(
+        ak.flatten(reco.pt[good] / target.pt[good]))), rtol=1e-6)
+    assert abs(np.median(flat_ratio) - 1) < 0.05
+    assert tables["muon_efficiency"].target["reconstructed"].sum() == ak.sum(good)
+
+
+@needs_nano
+def test_jet_pairs_respect_genjetidx(chunk):
+    tables = OBJECTS["jet"].training_tables(chunk)
+    jets = chunk["Jet"]
+    matched = (jets.genJetIdx >= 0) & (jets.genJetIdx < ak.num(chunk["GenJet"]))
+    assert len(tables["jet_flow"]) == ak.sum(matched)
+    assert len(tables["jet_efficiency"]) == ak.sum(ak.num(chunk["GenJet"]))
+    fake = OBJECTS["fake_jet"].training_tables(chunk)
+    assert len(fake["fake_jet_flow"]) == ak.sum(~matched)
+    np.testing.assert_array_equal(fake["fake_jet_multiplicity"].target["n"],
+                                  np.minimum(ak.to_numpy(ak.sum(~matched, axis=1)), 15))
+    met = OBJECTS["met"].training_tables(chunk)
+    assert len(met["met_flow"]) == len(chunk["event"])
+
+
+@pytest.fixture(scope="module")
+def onnx_models(models, tmp_path_factory):
+    from flashsim.models.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    parity = export_onnx(models, out)
+    assert max(parity.values()) < 1e-4
+    return load_models(out, backend="onnx")
+
+
+@needs_nano
+def test_simulation_output(models, chunk):
+    loaded = load_models(models)
+    assert set(loaded) == set(MODEL_SPECS)
+    reco = simulate_reco(chunk, loaded, np.random.default_rng(7))
+    muons, jets = reco["Muon"], reco["Jet"]
+    assert len(muons) == len(jets) == len(reco["MET"]) == len(chunk["event"])
+    # indices point at the right GEN objects, collections are pT-ordered
+    part = chunk["GenPart"][muons.genPartIdx]
+    assert ak.all(abs(part.pdgId) == 13)
+    assert ak.all(jets.genJetIdx < ak.num(chunk["GenJet"]))
+    assert ak.all(jets.pt[:, :-1] >= jets.pt[:, 1:])
+    assert ak.all(muons.pt[:, :-1] >= muons.pt[:, 1:])
+    # discrete values lie in their allowed (or training) sets
+    for name, collection in (("muon_flow", muons), ("jet_flow", jets)):
+        for column in loaded[name].target.columns:
+            if column.spec.kind == "discrete" and column.spec.name in ak.fields(collection):
+                values = set(np.unique(ak.to_numpy(ak.flatten(collection[column.spec.name]))))
+                assert values <= set(column.params["values"]), column.spec.name
+    assert set(np.unique(ak.to_numpy(ak.flatten(muons.charge)))) <= {-1, 1}
+    assert ak.all(reco["PV"].npvsGood <= reco["PV"].npvs)
+
+
+@needs_nano
+def test_torch_and_onnx_backends_agree(models, onnx_models, chunk):
+    a = simulate_reco(chunk, load_models(models, backend="torch"), np.random.default_rng(3))
+    b = simulate_reco(chunk, onnx_models, np.random.default_rng(3))
+    np.testing.assert_allclose(ak.to_numpy(a["MET"].pt), ak.to_numpy(b["MET"].pt), rtol=1e-3)
+    assert ak.all(ak.num(a["Jet"]) == ak.num(b["Jet"]))
+
+
+def test_crossref_links_muons_to_nearest_jet():
+    muons = ak.Array([[{"pt": 30.0, "eta": 0.1, "phi": 0.0}, {"pt": 10.0, "eta": 2.0, "phi": 1.0},
+                       {"pt": 5.0, "eta": 0.0, "phi": 0.1}], []])
+    jets = ak.Array([[{"pt": 50.0, "eta": 2.0, "phi": 1.1}, {"pt": 40.0, "eta": 0.0, "phi": 0.0}],
+                     [{"pt": 20.0, "eta": 0.0, "phi": 0.0}]])
+    muons, jets = crossref.link(muons, jets)
+    assert muons.jetIdx.tolist() == [[1, 0, 1], []]
+    assert jets.nMuons.tolist() == [[1, 2], [0]]
+    assert jets.muonIdx1.tolist() == [[1, 0], [-1]]
+    assert jets.muonIdx2.tolist() == [[-1, 2], [-1]]

@@ -1,0 +1,132 @@
+"""data_schemas/nanoaod.yaml: internal consistency and agreement with real CMS NanoAOD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import uproot
+
+from flashsim.errors import FlashSimError
+from flashsim.nanoaod.schema import (
+    KINDS,
+    branch_dtype,
+    collection_branches,
+    load_schema,
+)
+
+DISCRETE = {"integer", "boolean", "bitflags", "index", "categorical"}
+
+
+def test_load_schema_is_cached_and_complete():
+    schema = load_schema()
+    assert schema is load_schema()
+    for name in (
+        "GenPart",
+        "GenJet",
+        "GenMET",
+        "Pileup",
+        "Generator",
+        "Muon",
+        "Jet",
+        "MET",
+        "RawMET",
+        "PV",
+    ):
+        assert name in schema.collections
+    for name in (
+        "run",
+        "luminosityBlock",
+        "event",
+        "genWeight",
+        "fixedGridRhoFastjetAll",
+        "flashsimReplica",
+    ):
+        assert name in schema.scalars
+    assert list(schema.runs) == ["run", "genEventCount", "genEventSumw", "genEventSumw2"]
+    assert [schema.runs[n].dtype for n in schema.runs] == [
+        np.dtype(t) for t in ("uint32", "int64", "float64", "float64")
+    ]
+
+
+def test_contract_dtypes_and_helpers():
+    assert branch_dtype("event") == np.uint64
+    assert branch_dtype("nMuon") == np.uint32
+    assert branch_dtype("GenJet_hadronFlavour") == np.uint8
+    assert branch_dtype("GenJet_partonFlavour") == np.int32
+    assert branch_dtype("Jet_btagDeepFlavCvL") == np.float32
+    assert branch_dtype("Jet_btagDeepFlavCvB") == np.float32
+    assert branch_dtype("flashsimReplica") == np.uint32
+    assert collection_branches("Muon")["pt"].name == "Muon_pt"
+    with pytest.raises(FlashSimError, match="Muon_bogus"):
+        branch_dtype("Muon_bogus")
+    with pytest.raises(FlashSimError, match="Electron"):
+        collection_branches("Electron")
+
+
+def test_kinds_allowed_targets_bits_are_consistent():
+    schema = load_schema()
+    for spec in schema.branches.values():
+        assert spec.kind in KINDS, spec.name
+        if spec.kind == "continuous":
+            assert spec.dtype.kind == "f" and spec.allowed is None, spec.name
+        else:
+            assert spec.kind in DISCRETE and spec.dtype.kind in "iub", spec.name
+        if spec.allowed is not None:
+            assert np.array(spec.allowed).astype(spec.dtype).tolist() == list(spec.allowed)
+        if spec.target is not None:
+            assert spec.kind == "index" and spec.target in schema.collections, spec.name
+        if spec.kind == "bitflags":
+            assert spec.bits, spec.name
+            if spec.allowed is not None:  # every allowed value is made of declared bits
+                mask = sum(1 << b for b in spec.bits)
+                assert all(v & ~mask == 0 for v in spec.allowed), spec.name
+    statusflags = schema.branch("GenPart_statusFlags")
+    assert sorted(statusflags.bits) == list(range(15))
+    assert statusflags.bits[13] == "isLastCopy"
+    targets = {n: s.target for n, s in schema.branches.items() if s.kind == "index"}
+    assert targets["Muon_genPartIdx"] == "GenPart"
+    assert targets["Muon_jetIdx"] == "Jet"
+    assert targets["Jet_muonIdx1"] == targets["Jet_muonIdx2"] == "Muon"
+    assert targets["Jet_genJetIdx"] == "GenJet"
+    assert targets["GenPart_genPartIdxMother"] == "GenPart"
+    assert targets["Jet_electronIdx1"] is None
+    assert schema.branch("Muon_genPartFlav").allowed == (0, 1, 3, 4, 5, 15)
+    assert schema.branch("Jet_hadronFlavour").allowed == (0, 4, 5)
+    assert schema.branch("Jet_jetId").allowed == (0, 2, 6)
+    assert schema.branch("Jet_puId").allowed == (0, 4, 6, 7)
+    assert schema.branch("Muon_isGlobal").allowed == (False, True)
+
+
+def _reference_branches(tree):
+    """{name: (numpy dtype, title)} of a real TTree's flat and jagged numeric branches."""
+    out = {}
+    for branch in tree.branches:
+        interp = branch.interpretation
+        content = getattr(interp, "content", interp)
+        if isinstance(content, uproot.AsDtype):
+            out[branch.name] = (content.to_dtype.newbyteorder("="), branch.title)
+    return out
+
+
+def test_schema_matches_real_nanoaod(reference_nano):
+    schema = load_schema()
+    with uproot.open(reference_nano) as file:
+        events = _reference_branches(file["Events"])
+        runs = _reference_branches(file["Runs"])
+    common = sorted(set(events) & set(schema.branches))
+    assert len(common) >= 150
+    mismatched = [
+        (name, events[name], (schema.branch(name).dtype, schema.branch(name).doc))
+        for name in common
+        if events[name] != (schema.branch(name).dtype, schema.branch(name).doc)
+    ]
+    assert mismatched == []
+    # every listed reference branch of the collections flashsim writes is in the schema
+    tsv = reference_nano.with_name("nano_dy_branches.tsv")
+    if tsv.is_file():
+        listed = [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]]
+        assert sorted(set(listed) - set(schema.branches)) == []
+    # Runs: NanoAODv6 spells the sums with a trailing underscore
+    for name, spec in schema.runs.items():
+        real = runs.get(name) or runs[name + "_"]
+        assert real == (spec.dtype, spec.doc), name
