@@ -61,9 +61,18 @@ PV_CONTEXT = (
     ColumnSpec("n_pu"),
     ColumnSpec("gen_ht", transform="log", offset=1.0),
 )
+# Position and fit quality of the main vertex are generated too: analyses cut on them and
+# coffea's NanoAOD schema requires PV_x/y/z for its vertex behaviour.
+PV_BRANCHES = ("npvs", "npvsGood", "x", "y", "z", "ndof", "chi2", "score")
 PV_TARGETS = (
     ColumnSpec("npvs", "discrete"),
     ColumnSpec("npvsGood", "discrete"),
+    ColumnSpec("x"),
+    ColumnSpec("y"),
+    ColumnSpec("z"),
+    ColumnSpec("ndof"),
+    ColumnSpec("chi2", transform="log", offset=1.0),
+    ColumnSpec("score", transform="log", offset=1.0),
     ColumnSpec("fixedGridRhoFastjetAll"),
 )
 
@@ -106,8 +115,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     targets.update({k: np.asarray(met[k], np.float64) for k in _MET_BRANCHES
                     if k in ak.fields(met)})
     pv = chunk["PV"]
-    pv_targets = {k: np.asarray(pv[k], np.float64) for k in ("npvs", "npvsGood")
-                  if k in ak.fields(pv)}
+    pv_targets = {k: np.asarray(pv[k], np.float64) for k in PV_BRANCHES if k in ak.fields(pv)}
     if "fixedGridRhoFastjetAll" in chunk:
         pv_targets["fixedGridRhoFastjetAll"] = np.asarray(chunk["fixedGridRhoFastjetAll"],
                                                           np.float64)
@@ -137,7 +145,7 @@ def simulate_met(gen: dict, models, rng: np.random.Generator, muons: ak.Array,
 
 
 def simulate_pv(gen: dict, models, rng: np.random.Generator) -> tuple[ak.Array, np.ndarray]:
-    """Flash-simulated ``PV`` (``N * {npvs, npvsGood}``) and ``fixedGridRhoFastjetAll``."""
+    """Flash-simulated ``PV`` (``N * {npvs, npvsGood, x, y, z, ...}``) and ``fixedGridRhoFastjetAll``."""
     out = models["pv_flow"].sample(_pv_context(gen), rng)
     rho = np.asarray(out.pop("fixedGridRhoFastjetAll", np.zeros(len(gen["event"]))))
     if "npvs" in out and "npvsGood" in out:  # a good vertex is a vertex

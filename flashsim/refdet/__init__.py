@@ -1,0 +1,29 @@
+"""The reference detector: a CMS-like parametric full-simulation stand-in.
+
+``ReferenceDetector(pileup_pool, config=None).reconstruct(batch, rng)`` turns a
+``flashsim.generation.GenBatch`` (stable particles with production vertices + GEN NanoAOD)
+into NANOAODSIM RECO collections: ``Muon``, ``Jet``, ``MET``, ``RawMET``, ``PV`` and
+``fixedGridRhoFastjetAll``, with GEN cross-references (``Muon_genPartIdx``,
+``Muon_genPartFlav``, ``Jet_genJetIdx``, flavours) and ``Muon_jetIdx``/``Jet_muonIdx1/2``.
+
+Model in one paragraph: ``Pileup_nPU`` minimum-bias events are overlaid at vertices spread
+along z; the tracker (|eta| < 2.5) reconstructs charged particles with pT/eta-dependent
+efficiency, curvature and impact-parameter resolutions with non-Gaussian tails; vertices
+are found with a track-multiplicity-dependent efficiency and tracks of resolved pileup
+vertices are removed by CHS; ECAL/HCAL/HF deposits of everything else are smeared with
+stochastic/noise/constant terms, a hadronic non-compensation and thresholds; muons get
+an efficiency, a combined resolution with tails, quality variables and the POG cut-based
+IDs, plus decay-in-flight/punch-through fakes, and PF isolation from the candidates
+around them; AK4 CHS jets are clustered with fastjet, calibrated with constants derived
+from the detector itself, and described by energy fractions, jet ID, a pileup ID, an
+impact-parameter b/c tagger mapped onto DeepJet working points and a q/g likelihood;
+MET is the negative PF pT sum with the type-1 correction and a resolution-based
+covariance.  All numbers live in :class:`DetectorConfig`.
+"""
+
+from __future__ import annotations
+
+from flashsim.refdet.config import DetectorConfig
+from flashsim.refdet.detector import JET_FIELDS, MUON_FIELDS, ReferenceDetector
+
+__all__ = ["JET_FIELDS", "MUON_FIELDS", "DetectorConfig", "ReferenceDetector"]

@@ -1,0 +1,198 @@
+"""Every number of the reference detector, in one dataclass, with where it comes from.
+
+The detector is a CMS-like (2018) particle-level parametric simulation in the spirit of
+Delphes.  Numbers are rounded values of published CMS performance, chosen so that the
+*reconstructed* quantities (not each sub-detector) land near CMS's measured performance:
+
+- tracker: CMS tracking paper, JINST 9 (2014) P10009 (efficiency, pT and impact-parameter
+  resolution vs pT and eta);
+- ECAL/HCAL/HF: CMS ECAL TDR / JINST 3 (2008) S08004 (stochastic, noise, constant terms),
+  HF test beam (Eur.Phys.J.C 53 (2008) 139); PF neutral thresholds: JINST 12 (2017) P10003;
+- muons: JINST 13 (2018) P06015 (efficiency, resolution, IDs), muon POG ID definitions
+  (twiki SWGuideMuonIdRun2);
+- jets: JINST 12 (2017) P02014 (JEC/JER), JetID twiki (2018 tight / tightLepVeto),
+  PileupJetID (JME-16-003), DeepJet 2018 WPs (BTV twiki, 0.0494/0.2770/0.7264);
+- MET: JINST 14 (2019) P07004 (resolution, significance).
+
+Units: GeV, mm inside the detector (NanoAOD impact parameters are written in cm).
+The jet-energy-correction constants (``jec_*``) and the b-tag calibration knots
+(``btag_knots_*``) are *derived from this detector* by ``training/calibrate_refdet.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DetectorConfig"]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Resolution, efficiency and calibration parameters of the reference detector."""
+
+    # ---------------------------------------------------------------- beam spot, vertices
+    beamspot_sigma_z: float = 35.0
+    """Luminous region length (mm); CMS 2018 ~3.5 cm."""
+    beamspot_sigma_xy: float = 0.010
+    """Transverse beam spot size (mm), ~10 um."""
+    vertex_track_pt_min: float = 0.4
+    """Tracks that can enter a vertex fit (GeV); CMS vertexing uses pT > ~0.4-0.5 tracks."""
+    vertex_n_scale: float = 2.0
+    """Vertex-finding efficiency eps(n) = 1 - exp(-(n-1)/scale) for n >= 2 fit tracks (DA finder)."""
+    vertex_merge: float = 0.8
+    """Two vertices closer than this in z (mm) are merged (DA resolves ~1 mm; CMS TRK-11-001)."""
+    pv_z_resolution: float = 0.10
+    """PV z resolution (mm) for one track; divided by sqrt(n tracks) (~15 um for 50 tracks)."""
+    vertex_fit_fraction: float = 0.95
+    """Probability that a track of a resolved pileup vertex is used in its fit (CHS removes those)."""
+
+    # ---------------------------------------------------------------- tracker
+    tracker_eta_max: float = 2.5
+    tracker_radius_max: float = 600.0
+    """Tracks are seeded only from particles produced inside this transverse radius (mm)."""
+    track_pt_min: float = 0.1
+    track_eff_pion_barrel: float = 0.94
+    """Charged-pion efficiency plateau |eta|<1.2 (nuclear interactions), P10009 Fig. 13."""
+    track_eff_pion_endcap: float = 0.88
+    track_eff_lepton: float = 0.99
+    """Isolated muon/electron tracking efficiency plateau."""
+    track_eff_turnon: float = 0.3
+    """Efficiency turn-on scale (GeV): eps * (1 - exp(-(pT - pt_min)/scale))."""
+    track_res_const_barrel: float = 0.007
+    """sigma(pT)/pT multiple-scattering term, |eta|<0.9 (P10009: 0.7-1% at 1-10 GeV)."""
+    track_res_const_endcap: float = 0.020
+    track_res_slope_barrel: float = 1.5e-4
+    """sigma(pT)/pT = c (+) s*pT, s in 1/GeV (1.5% at 100 GeV in the barrel)."""
+    track_res_slope_endcap: float = 4.0e-4
+    track_tail_fraction: float = 0.03
+    """Fraction of tracks with a 3x wider pT and impact-parameter resolution (fakes, kinks)."""
+    track_tail_scale: float = 3.0
+    d0_res_const: float = 0.012
+    """sigma(d0) = a (+) b/(pT sin^1/2 theta) in mm; a ~ 12 um, b ~ 50 um GeV (P10009 Fig. 17)."""
+    d0_res_slope: float = 0.050
+    dz_res_const: float = 0.030
+    """sigma(dz) = a (+) b/(pT sin^3/2 theta) in mm; ~30 um + 90 um GeV (P10009 Fig. 17)."""
+    dz_res_slope: float = 0.090
+    ip_tail_fraction: float = 0.02
+    """Fraction of tracks whose impact parameter is mismeasured by 6x (material, wrong hits):
+    the light-jet mistag floor of the b-tagger."""
+    ip_tail_scale: float = 6.0
+    chs_dz_pv: float = 1.0
+    """A track closer than this in z (mm) to the PV counts as PV track (fromPV) for beta/puId."""
+
+    # ---------------------------------------------------------------- calorimeters
+    ecal_eta_max: float = 3.0
+    hcal_eta_max: float = 3.0
+    hf_eta_max: float = 5.0
+    ecal_barrel_eta: float = 1.479
+    ecal_stoch_barrel: float = 0.08
+    """PF photons in jets: 8%/sqrt(E) (+) 3% (test beam 2.8% (+) 0.3%; much worse inside jets)."""
+    ecal_noise_barrel: float = 0.25
+    ecal_const_barrel: float = 0.03
+    ecal_stoch_endcap: float = 0.08
+    ecal_noise_endcap: float = 0.5
+    ecal_const_endcap: float = 0.04
+    photon_e_min_barrel: float = 0.5
+    """PF photon thresholds (GeV), JINST 12 P10003."""
+    photon_e_min_endcap: float = 1.5
+    hcal_stoch: float = 1.5
+    """PF neutral hadrons: 150%/sqrt(E) (+) 12%: includes PF confusion (charged/neutral overlap),
+    tuned so the jet resolution at 100 GeV is ~9-10% as in JINST 12 P02014."""
+    hcal_const: float = 0.12
+    hcal_resp_a: float = 0.30
+    """Residual non-compensation after PF calibration: response = 1 - a/E^p (0.85 at 5 GeV)."""
+    hcal_resp_p: float = 0.5
+    hcal_tail_fraction: float = 0.08
+    """Fraction of hadron deposits losing 10-70% of their energy (cracks, dead material)."""
+    neutral_had_e_min_barrel: float = 1.0
+    neutral_had_e_min_endcap: float = 3.0
+    hf_had_stoch: float = 2.8
+    """HF hadrons: 280%/sqrt(E) (+) 11%; electromagnetic: 198%/sqrt(E) (+) 9% (EPJC 53, 139)."""
+    hf_had_const: float = 0.11
+    hf_em_stoch: float = 1.98
+    hf_em_const: float = 0.09
+    hf_e_min: float = 6.0
+    """HF PF-candidate energy threshold (GeV)."""
+    calo_reach_pt: float = 0.7
+    """Untracked charged particles below this pT (GeV) loop in the 3.8 T field and deposit nothing."""
+    ecal_pos_res: float = 0.005
+    hcal_pos_res: float = 0.03
+    hf_pos_res: float = 0.05
+
+    # ---------------------------------------------------------------- muons
+    muon_eta_max: float = 2.4
+    muon_p_min: float = 2.5
+    """Muons need p > ~2.5-3 GeV to reach the muon stations."""
+    muon_pt_min: float = 3.0
+    """NanoAOD muon selection: pt > 3 and (looseId or softId or highPtId)."""
+    muon_global_eff: float = 0.975
+    """Plateau probability that a reconstructable muon is also global (P06015 Fig. 9)."""
+    muon_tracker_eff: float = 0.995
+    muon_pf_eff: float = 0.995
+    muon_res_const_barrel: float = 0.011
+    """Combined muon sigma(pT)/pT = c(eta) (+) s(eta)*pT: 1.3-2% barrel at 20-100 GeV (P06015)."""
+    muon_res_const_overlap: float = 0.018
+    muon_res_const_endcap: float = 0.025
+    muon_res_slope_barrel: float = 1.0e-4
+    muon_res_slope_endcap: float = 2.5e-4
+    muon_tail_fraction: float = 0.04
+    """Fraction of muons with 4x worse curvature resolution (non-Gaussian tail, charge flips at high pT)."""
+    muon_tail_scale: float = 4.0
+    muon_dif_k_pion: float = 0.012
+    """Decay in flight before the calorimeter: P = k/p (GeV) per tracked pion with p > 5 GeV;
+    k = L/(c tau) * m * (fraction reaching the stations) ~ 1.3 m/7.8 m * 0.14 GeV * 0.5."""
+    muon_dif_k_kaon: float = 0.060
+    """Same for kaons: 1.3 m/3.7 m * 0.494 GeV * BR(K->mu nu)=0.64 * 0.5."""
+    muon_punch_prob: float = 0.001
+    """Hadron punch-through to the muon stations for p > 10 GeV (CMS: ~0.1-0.3%)."""
+
+    # ---------------------------------------------------------------- jets
+    jet_r: float = 0.4
+    jet_raw_pt_min: float = 5.0
+    jet_pt_min: float = 15.0
+    """NanoAOD stores AK4 CHS jets with corrected pT > 15 GeV."""
+    jet_area_mean: float = 0.497
+    """Mean active area of AK4 jets (pi R^2 x 0.99); parametrised, not measured with ghosts."""
+    jet_area_sigma: float = 0.02
+    jet_constant_term: float = 0.065
+    """Jet-level Gaussian constant term of the pT resolution (PF confusion, non-uniformity):
+    6.4% / 2.9% particle-level at 100 / 300 GeV (+) 6.5% gives about 9% / 7%, as CMS."""
+    jec_offset_eta_edges: tuple = (0.0, 1.3, 2.5, 3.0, 5.2)
+    jec_offset: tuple = (0.49, 0.43, 0.79, 1.12)
+    """L1 offset: pT_L1 = pT_raw - c(eta) * rho * A (CHS removes charged PU, so c < 1)."""
+    jec_resp_p0: tuple = (1.008, 1.0, 1.01, 0.984)
+    """L2L3 response R(pT_L1) = p0 - p1 / pT_L1^p2 per eta bin (numerical inversion).
+    Derived with `python training/calibrate_refdet.py --events 1000 --seed 3` (ttbar, PU 30)."""
+    jec_resp_p1: tuple = (0.558, 1.566, 2.217, 0.12)
+    jec_resp_p2: tuple = (0.65, 1.0, 1.0, 0.3)
+    jer_noise: float = 3.0
+    """Jet resolution model for MET covariance (JINST 12 P02014): N/pT (+) S/sqrt(pT) (+) C."""
+    jer_stoch: float = 1.0
+    jer_const: float = 0.05
+    jet_phi_res: float = 0.03
+    btag_knots_x: tuple = (0.0, 2.028, 2.836, 3.929, 5.63)
+    """Light-jet quantiles (0, 90%, 99%, 99.9% on ttbar, max) of the b-tag score, mapped to
+    DeepJet 2018 WPs (0, 0.0494, 0.2770, 0.7264, 1) so light-jet mistags are 10%/1%/0.1%
+    (same calibration run, 3407 light jets: the 99.9% knot is statistically rough)."""
+    btag_knots_y: tuple = (0.0, 0.0494, 0.2770, 0.7264, 1.0)
+    puid_tight: tuple = (0.25, 0.12, 0.02)
+    """PileupJetID-like score thresholds (tight, medium, loose) below 50 GeV (|eta| < 2.5);
+    the score is the PV charged-pT fraction corrected by jet width."""
+    puid_forward: tuple = (0.45, 0.35, 0.2)
+    """Thresholds of the width-only score outside the tracker (|eta| > 2.5)."""
+
+    # ---------------------------------------------------------------- MET
+    met_uncl_const: float = 1.5
+    """Unclustered MET resolution per axis: sigma^2 = c^2 + s^2 * sum pT(unclustered)."""
+    met_uncl_stoch: float = 0.6
+
+    # ---------------------------------------------------------------- rho
+    rho_eta_max: float = 5.0
+    rho_cell: float = 0.55
+    """fixedGridRhoFastjetAll: median pT density over a 0.55 x 0.55 grid of PF candidates, |eta| < 5."""
+
+    # ---------------------------------------------------------------- matching
+    jet_match_dr: float = 0.2
+    muon_match_dr: float = 0.3
+    muon_match_dpt: float = 0.5
+    """|pT_reco - pT_gen| / pT_gen below which a reco muon may match a GEN muon."""

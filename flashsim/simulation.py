@@ -1,0 +1,264 @@
+"""``flashsim simulate``: run :class:`~flashsim.processor.FlashSimProcessor` over files.
+
+Two ways in:
+
+- :func:`simulate` — GEN NanoAOD or NANOAODSIM files (ours or real CMS) through a
+  coffea ``Runner`` with the iterative, futures or Dask executor;
+- :func:`simulate_generated` — Pythia events straight into the flash simulation,
+  no intermediate GEN file.
+
+Two ways out: ``OUTPUT`` ending in ``.root`` is one file (chunks merged in input
+order); anything else is a directory with one file per chunk and a
+``manifest.json``. Either way nothing appears under the requested name until it
+is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flashsim.errors import FlashSimError
+from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, read_chunk, read_runs
+from flashsim.nanoaod.writer import NanoAODWriter
+from flashsim.processor import FlashSimProcessor, chunk_rng, simulate_chunk
+
+__all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "simulate", "simulate_generated"]
+
+EXECUTORS = ("iterative", "futures", "dask")
+FLASH_COLLECTIONS = ("Muon", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
+
+
+def simulate(
+    inputs: list[str | Path],
+    output: str | Path,
+    *,
+    models: str | Path | None = None,
+    oversample: int = 1,
+    executor: str = "iterative",
+    workers: int = 1,
+    scheduler: str | None = None,
+    chunksize: int = 100_000,
+    seed: int = 1,
+    backend: str = "torch",
+) -> dict:
+    """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest."""
+    from flashsim.models import load_models
+
+    started = time.perf_counter()
+    _check_options(oversample, executor, workers, chunksize, backend)
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise FlashSimError("no input files given: pass one or more GEN NanoAOD files")
+    entries = {}
+    for path in inputs:
+        read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
+        entries[str(path)] = num_entries(path)
+    load_models(models, backend=backend)  # a mismatching model directory fails here, not on a worker
+    output = Path(output)
+    single_file = output.suffix == ".root"
+    _check_writable(output, single_file)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if single_file
+                                    else _ensure_dir(output)))
+    try:
+        flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
+                                  backend=backend)
+        nonempty = [p for p in inputs if entries[str(p)] > 0]
+        result = _run(flash, nonempty, executor, workers, scheduler, chunksize) if nonempty else {}
+        chunks = sorted(result.get("chunks", []),
+                        key=lambda c: (inputs.index(Path(c["file"])), c["entry_start"]))
+        if not chunks:  # zero events in: a valid, empty NanoAOD out
+            empty = _empty_chunk_file(inputs[0], staging, models, backend, seed)
+            chunks = [{"path": str(empty), "file": str(inputs[0]), "entry_start": 0, "entry_stop": 0}]
+        if single_file:
+            _merge(chunks, output)
+            files = [str(output)]
+        else:
+            files = []
+            for chunk in chunks:
+                target = output / Path(chunk["path"]).name
+                Path(chunk["path"]).replace(target)
+                files.append(str(target))
+        manifest = {
+            "inputs": [str(p) for p in inputs],
+            "outputs": files,
+            "models": _model_provenance(models, backend),
+            "seed": seed,
+            "oversample": oversample,
+            "chunksize": chunksize,
+            "executor": executor,
+            "workers": workers,
+            "events_in": int(sum(entries.values())),
+            "events_out": int(sum(entries.values())) * oversample,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if not single_file:
+            (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def simulate_generated(
+    process: str,
+    n_events: int,
+    output: str | Path,
+    *,
+    models: str | Path | None = None,
+    oversample: int = 1,
+    seed: int = 1,
+    backend: str = "torch",
+    batch_size: int = 500,
+    pileup_mean: float = 30.0,
+) -> dict:
+    """Generate ``process`` with Pythia and flash-simulate it in memory into one ROOT file."""
+    from tqdm import tqdm
+
+    from flashsim import generation
+    from flashsim.models import load_models
+
+    started = time.perf_counter()
+    _check_options(oversample, "iterative", 1, batch_size, backend)
+    if n_events < 1:
+        raise FlashSimError(f"-n must be at least 1 (got {n_events})")
+    if process not in generation.PROCESSES:
+        raise FlashSimError(
+            f"unknown process {process!r}; choose one of {', '.join(generation.PROCESSES)}"
+        )
+    output = Path(output)
+    if output.suffix != ".root":
+        raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
+    _check_writable(output, single_file=True)
+    loaded = load_models(models, backend=backend)
+
+    done = 0
+    with NanoAODWriter(output) as writer, tqdm(total=n_events, unit="ev", desc=process) as bar:
+        for batch in generation.iter_batches(process, n_events, seed=seed,
+                                             pileup_mean=pileup_mean, batch_size=batch_size):
+            n = len(batch.nano["event"])
+            rng = chunk_rng(seed, f"generate:{process}", done, done + n)
+            writer.write(simulate_chunk(batch.nano, loaded, rng, oversample=oversample))
+            done += n
+            bar.update(n)
+    return {
+        "process": process,
+        "outputs": [str(output)],
+        "models": _model_provenance(models, backend),
+        "seed": seed,
+        "events_in": done,
+        "events_out": done * oversample,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _check_options(oversample: int, executor: str, workers: int, chunksize: int,
+                   backend: str) -> None:
+    if oversample < 1:
+        raise FlashSimError(f"--oversample must be at least 1 (got {oversample})")
+    if executor not in EXECUTORS:
+        raise FlashSimError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise FlashSimError(f"--workers must be at least 1 (got {workers})")
+    if chunksize < 1:
+        raise FlashSimError(f"--chunksize must be at least 1 (got {chunksize})")
+    if backend not in ("torch", "onnx"):
+        raise FlashSimError(f"unknown backend {backend!r}; choose torch or onnx")
+
+
+def _check_writable(output: Path, single_file: bool) -> None:
+    parent = output.parent if single_file else output
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not _writable(probe):
+        raise FlashSimError(f"cannot write to {parent}: choose an output location you can write to")
+    if single_file and output.is_dir():
+        raise FlashSimError(f"{output} is a directory; give a file name ending in .root")
+    if not single_file and output.exists() and not output.is_dir():
+        raise FlashSimError(f"{output} exists and is not a directory; give a new directory name "
+                            "or a file name ending in .root")
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _ensure_dir(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _executor(kind: str, workers: int, scheduler: str | None):
+    from coffea import processor
+
+    if kind == "iterative":
+        return processor.IterativeExecutor(status=True, desc="flash-simulating", unit="chunk")
+    if kind == "futures":
+        return processor.FuturesExecutor(workers=workers, status=True, desc="flash-simulating",
+                                         unit="chunk")
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        client = Client(LocalCluster(n_workers=workers, threads_per_worker=1,
+                                     processes=True, dashboard_address=None))
+    return processor.DaskExecutor(client=client, status=True, desc="flash-simulating",
+                                  unit="chunk")
+
+
+def _run(flash: FlashSimProcessor, inputs: list[Path], kind: str, workers: int,
+         scheduler: str | None, chunksize: int) -> dict:
+    from coffea import processor
+
+    executor = _executor(kind, workers, scheduler)
+    try:
+        runner = processor.Runner(executor=executor, chunksize=chunksize)
+        fileset = {"flash": {"files": {str(p): "Events" for p in inputs}}}
+        return runner(fileset, processor_instance=flash, treename="Events")
+    finally:
+        client = getattr(executor, "client", None)
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _empty_chunk_file(source: Path, staging: Path, models, backend: str, seed: int) -> Path:
+    from flashsim.models import load_models
+
+    gen = read_chunk(source, GEN_COLLECTIONS, 0, 0)
+    chunk = simulate_chunk(gen, load_models(models, backend=backend), chunk_rng(seed, "", 0, 0))
+    path = staging / "empty.root"
+    with NanoAODWriter(path, runs=read_runs(source)) as writer:
+        writer.write(chunk)
+    return path
+
+
+def _merge(chunks: list[dict], output: Path) -> None:
+    """Concatenate chunk files, in input order, into one NanoAOD file."""
+    names = list(GEN_COLLECTIONS) + list(FLASH_COLLECTIONS) + ["flashsimReplica"]
+    runs_parts = [read_runs(c["path"]) for c in chunks]
+    runs = None
+    if all(r is not None for r in runs_parts):
+        runs = {k: np.concatenate([r[k] for r in runs_parts]) for k in runs_parts[0]}
+    with NanoAODWriter(output, runs=runs) as writer:
+        for chunk in chunks:
+            writer.write(read_chunk(chunk["path"], names))
+
+
+def _model_provenance(models, backend: str) -> dict:
+    from flashsim.models import model_provenance
+
+    return {"backend": backend, **model_provenance(models)}

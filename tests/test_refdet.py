@@ -1,0 +1,157 @@
+"""Tests of the reference detector (flashsim.refdet) on a few hundred Pythia events."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from flashsim.refdet import JET_FIELDS, MUON_FIELDS, ReferenceDetector
+
+ROOT = Path(__file__).resolve().parents[1]
+TSV = ROOT.parent / "shared" / "reference" / "nano_dy_branches.tsv"
+sys.path.insert(0, str(ROOT / "training"))
+from calibrate_refdet import toy_batches, toy_minbias_pool  # noqa: E402
+
+
+def _batch(process: str, n: int, seed: int):
+    return next(iter(toy_batches(process, n, seed=seed, pileup_mean=30.0, batch_size=n)))
+
+
+@pytest.fixture(scope="module")
+def samples():
+    pool = toy_minbias_pool(150, seed=101)
+    detector = ReferenceDetector(pool)
+    ttbar = _batch("ttbar", 150, 102)
+    dy = _batch("dy_mumu", 100, 103)
+    rng = np.random.default_rng(7)
+    return {"detector": detector, "ttbar": (ttbar, detector.reconstruct(ttbar, rng)),
+            "dy": (dy, detector.reconstruct(dy, rng))}
+
+
+def _with_pileup(batch, mean: float, seed: int):
+    other = copy.copy(batch)
+    nano = dict(batch.nano)
+    n = len(nano["Pileup"])
+    nano["Pileup"] = ak.zip({"nPU": np.random.default_rng(seed).poisson(mean, n).astype(np.int32),
+                             "nTrueInt": np.full(n, mean, np.float32)})
+    other.nano = nano
+    return other
+
+
+def test_collections_and_branches(samples):
+    _, chunk = samples["ttbar"]
+    for name in ("Muon", "Jet", "MET", "RawMET", "PV", "fixedGridRhoFastjetAll"):
+        assert name in chunk
+    assert set(MUON_FIELDS) <= set(chunk["Muon"].fields)
+    assert set(JET_FIELDS) <= set(chunk["Jet"].fields)
+    if TSV.exists():
+        names = [line.split("\t")[0] for line in TSV.read_text().splitlines()[1:]]
+        gen_like = {"genPartIdx", "genPartFlav", "genJetIdx", "hadronFlavour", "partonFlavour"}
+        for coll in ("Muon", "Jet", "PV", "RawMET"):
+            wanted = {n.split("_", 1)[1] for n in names if n.startswith(coll + "_")}
+            assert wanted - gen_like <= set(chunk[coll].fields), coll
+    jet = chunk["Jet"]
+    assert ak.all(jet.pt > 15)
+    assert ak.all(jet.pt[:, 1:] <= jet.pt[:, :-1])
+    assert set(np.unique(ak.flatten(jet.jetId))) <= {0, 2, 6}
+    assert set(np.unique(ak.flatten(jet.puId))) <= {0, 4, 6, 7}
+    assert ak.all((jet.btagDeepFlavB >= 0) & (jet.btagDeepFlavB <= 1))
+    assert np.all(chunk["PV"].npvs >= 1)
+    rho = chunk["fixedGridRhoFastjetAll"]
+    assert 5 < np.mean(rho) < 60
+
+
+def test_muon_resolution(samples):
+    batch, chunk = samples["dy"]
+    mu = chunk["Muon"]
+    m = mu[(mu.genPartIdx >= 0) & (mu.genPartFlav == 1)]
+    g = batch.nano["GenPart"][m.genPartIdx]
+    ratio = ak.to_numpy(ak.flatten(m.pt / g.pt))
+    eta = np.abs(ak.to_numpy(ak.flatten(g.eta)))
+    barrel = ratio[eta < 0.9]
+    assert len(barrel) > 30
+    q16, q50, q84 = np.quantile(barrel, [0.16, 0.5, 0.84])
+    assert 0.005 < (q84 - q16) / 2 < 0.03
+    assert abs(q50 - 1) < 0.01
+    assert ak.mean(m.tightId) > 0.85
+
+
+def test_jet_response(samples):
+    batch, chunk = samples["ttbar"]
+    jet = chunk["Jet"]
+    m = jet[jet.genJetIdx >= 0]
+    g = batch.nano["GenJet"][m.genJetIdx]
+    ratio = ak.to_numpy(ak.flatten((m.pt / g.pt)[g.pt > 30]))
+    assert len(ratio) > 100
+    assert 0.95 < np.median(ratio) < 1.05
+
+
+def test_pileup_jets(samples):
+    batch, chunk = samples["ttbar"]
+    detector = samples["detector"]
+    unmatched = lambda c: int(ak.sum(c["Jet"].genJetIdx < 0))  # noqa: E731
+    assert unmatched(chunk) > 0
+    low = detector.reconstruct(_with_pileup(batch, 5.0, 1), np.random.default_rng(3))
+    high = detector.reconstruct(_with_pileup(batch, 60.0, 2), np.random.default_rng(3))
+    assert unmatched(high) > 1.5 * unmatched(low)
+    assert np.mean(high["RawMET"].sumEt) > np.mean(low["RawMET"].sumEt)
+
+
+def test_btag_separates(samples):
+    _, chunk = samples["ttbar"]
+    jet = chunk["Jet"]
+    jet = jet[(jet.genJetIdx >= 0) & (np.abs(jet.eta) < 2.4) & (jet.pt > 20)]
+    b = ak.flatten(jet.btagDeepFlavB[jet.hadronFlavour == 5])
+    light = ak.flatten(jet.btagDeepFlavB[jet.hadronFlavour == 0])
+    eff_b, eff_l = np.mean(b > 0.277), np.mean(light > 0.277)
+    assert eff_b > 0.5
+    assert eff_b > 10 * max(eff_l, 0.01)
+
+
+def test_cross_references(samples):
+    for key in ("ttbar", "dy"):
+        batch, chunk = samples[key]
+        mu, jet = chunk["Muon"], chunk["Jet"]
+        gp, gj = batch.nano["GenPart"], batch.nano["GenJet"]
+        m = mu[mu.genPartIdx >= 0]
+        g = gp[m.genPartIdx]
+        assert ak.all(np.abs(g.pdgId) == 13) and ak.all(g.status == 1)
+        assert ak.all(mu.genPartFlav[mu.genPartIdx < 0] == 0)
+        assert ak.all(jet.genJetIdx < ak.num(gj, axis=1))
+        j = jet[jet.genJetIdx >= 0]
+        g = gj[j.genJetIdx]
+        dphi = (j.phi - g.phi + np.pi) % (2 * np.pi) - np.pi
+        assert ak.all(np.hypot(j.eta - g.eta, dphi) < 0.2 + 1e-5)
+        assert ak.all(mu.jetIdx < ak.num(jet, axis=1))
+        local = ak.local_index(mu, axis=1)
+        for jm in ("muonIdx1", "muonIdx2"):
+            assert ak.all(jet[jm] < ak.num(mu, axis=1))
+            linked = jet[jet[jm] >= 0]
+            assert ak.all(mu[linked[jm]].jetIdx == ak.local_index(jet, axis=1)[jet[jm] >= 0])
+        back = jet[ak.where(mu.jetIdx >= 0, mu.jetIdx, 0)]
+        owns = (back.muonIdx1 == local) | (back.muonIdx2 == local) | (back.nMuons > 2)
+        assert ak.all(owns[mu.jetIdx >= 0])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flashsim.nanoaod.writer") is None,
+                    reason="flashsim.nanoaod.writer is not there yet")
+def test_nanoaodschema_roundtrip(samples, tmp_path):
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    from flashsim.nanoaod.writer import write_nanoaod
+
+    batch, chunk = samples["dy"]
+    path = tmp_path / "refdet.root"
+    write_nanoaod(path, {**batch.nano, **chunk})
+    events = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema,
+                                         mode="eager").events()
+    assert len(events) == len(chunk["MET"])
+    assert ak.all(events.Muon.pt == chunk["Muon"].pt)
+    matched = events.Muon[events.Muon.genPartIdx >= 0]
+    assert ak.all(np.abs(matched.matched_gen.pdgId) == 13)

@@ -1,0 +1,218 @@
+"""Validation metrics, `flashsim validate` and the VBF H→μμ selection (issue #7)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from flashsim.errors import FlashSimError
+from flashsim.validation import metrics
+
+REFERENCE = Path(__file__).parents[1].parent / "shared/reference/nano_dy.root"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_file(),
+                                     reason=f"reference sample {REFERENCE} is absent")
+
+
+# --- metrics on synthetic data with known answers -------------------------------------------
+
+def test_wasserstein_and_ks_known_values():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=20_000)
+    assert metrics.normalised_wasserstein(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.ks_statistic(a, a)[0] == pytest.approx(0.0, abs=1e-12)
+    # a pure shift by 0.5 σ moves every quantile by 0.5 σ: W1/σ = 0.5
+    assert metrics.normalised_wasserstein(a, a + 0.5) == pytest.approx(0.5 / a.std(), rel=1e-9)
+    assert metrics.ks_statistic(a, a + 0.5)[0] > 0.15
+
+
+def test_frequency_table_and_bits():
+    table = metrics.frequency_table(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert table["values"] == [0, 1]
+    assert table["tvd"] == pytest.approx(0.25)
+    bits = metrics.frequency_table(np.array([6, 2, 0, 6]), np.array([6, 6, 6, 6]),
+                                   bits={1: "tight", 2: "tightLepVeto"})
+    assert bits["full"] == [0.75, 0.5] and bits["flash"] == [1.0, 1.0]
+
+
+def test_correlation_difference():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5000, 2))
+    correlated = np.column_stack([x[:, 0], x[:, 0] + 0.1 * x[:, 1]])
+    assert metrics.correlation_difference(x, x)["max_abs"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics.correlation_difference(x, correlated)["max_abs"] > 0.9
+
+
+def test_classifier_two_sample_test():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
+    same = metrics.classifier_two_sample_test(a, b, repeats=4, seed=1)
+    assert abs(same["auc"] - 0.5) < 3 * same["auc_sigma"] + 0.01
+    shifted = metrics.classifier_two_sample_test(a, b + [1.0, 0, 0], repeats=4, seed=1)
+    assert shifted["auc"] > 0.6
+    # identical twins grouped by event: nothing to learn, exactly 0.5 expected
+    twins = metrics.classifier_two_sample_test(a, a, groups_full=np.arange(1000),
+                                               groups_flash=np.arange(1000), repeats=3)
+    assert twins["auc"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_roc_and_working_points():
+    score = np.array([0.9, 0.8, 0.3, 0.1, 0.6, 0.2, 0.05, 0.01])
+    flavour = np.array([5, 5, 5, 5, 0, 0, 0, 0])
+    eff = metrics.wp_efficiencies(score, flavour, metrics.DEEPJET_2018_WPS, {"b": 5, "light": 0})
+    assert [eff["b"][wp]["eff"] for wp in ("loose", "medium", "tight")] == [1.0, 0.75, 0.5]
+    assert [eff["light"][wp]["eff"] for wp in ("loose", "medium", "tight")] == [0.75, 0.25, 0.0]
+    assert eff["b"]["medium"]["err"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    roc = metrics.roc_points(score[flavour == 5], score[flavour == 0])
+    assert roc["auc"] == pytest.approx(13 / 16)  # pairs (b, light) with b scored higher
+
+
+# --- flashsim validate on the real reference sample ------------------------------------------
+
+@pytest.fixture(scope="module")
+def self_report(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from flashsim.cli import cli
+
+    out = tmp_path_factory.mktemp("validate")
+    result = CliRunner().invoke(cli, ["validate", "--full", str(REFERENCE), "--flash",
+                                      str(REFERENCE), "-o", str(out), "--plots", "key"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+@needs_reference
+def test_validate_self_comparison_is_perfect(self_report):
+    assert (self_report / "summary.md").read_text().startswith("# FlashSim validation")
+    assert len(list(self_report.glob("*.png"))) >= 10
+    result = json.loads((self_report / "metrics.json").read_text())
+    assert set(result["objects"]) == {"Muon", "Jet_matched", "Jet_unmatched", "MET"}
+    for view in result["objects"].values():
+        for branch in view["branches"].values():
+            assert branch.get("w1_norm") in (None, 0.0)
+            assert branch.get("tvd") in (None, 0.0)
+        assert view["classifier"]["auc"] == pytest.approx(0.5, abs=0.05)
+    assert result["events"]["twins"]["nJet_equal_fraction"] == 1.0
+    eff = result["tagging"]["wp_efficiency"]
+    assert eff["full"] == eff["flash"]
+
+
+@needs_reference
+def test_validate_rejects_unmatched_events(tmp_path):
+    import uproot
+
+    from flashsim.validation.compare import run_validation
+
+    shifted = tmp_path / "shifted.root"
+    with uproot.open(REFERENCE) as f:
+        events = f["Events"].arrays(["run", "luminosityBlock", "event", "nMuon", "Muon_pt"],
+                                    how=dict)
+    with uproot.recreate(shifted) as out:
+        out.mktree("Events", {"run": "u4", "luminosityBlock": "u4", "event": "u8",
+                              "Muon": ak.zip({"pt": events["Muon_pt"]}).type.content})
+        out["Events"].extend({"run": events["run"], "luminosityBlock": events["luminosityBlock"],
+                              "event": events["event"] + 1_000_000,
+                              "Muon": ak.zip({"pt": events["Muon_pt"]})})
+    with pytest.raises(FlashSimError, match="no event with the same"):
+        run_validation([REFERENCE], [shifted], tmp_path / "report", plots_mode="none")
+
+
+def test_validate_missing_file(tmp_path):
+    from flashsim.validation.compare import run_validation
+
+    with pytest.raises(FlashSimError, match="does not exist"):
+        run_validation([tmp_path / "nope.root"], [tmp_path / "nope.root"], tmp_path / "r")
+    (tmp_path / "text.root").write_text("not root")
+    with pytest.raises(FlashSimError, match="not a readable ROOT file"):
+        run_validation([tmp_path / "text.root"], [tmp_path / "text.root"], tmp_path / "r")
+
+
+# --- the VBF H→μμ selection on a hand-made NanoAOD -------------------------------------------
+
+def _muons(*specs):
+    """specs: (pt, eta, phi, charge, tight, iso)."""
+    return [{"pt": p, "eta": e, "phi": f, "mass": 0.1057, "charge": q, "tightId": t,
+             "pfRelIso04_all": i} for p, e, f, q, t, i in specs]
+
+
+def _jets(*specs):
+    """specs: (pt, eta, phi, jetId, puId, btag)."""
+    return [{"pt": p, "eta": e, "phi": f, "mass": 5.0, "jetId": j, "puId": u,
+             "btagDeepFlavB": b} for p, e, f, j, u, b in specs]
+
+
+# m_mumu = 125 GeV for two 62.5 GeV back-to-back central muons; VBF jets at η = ±3 give
+# m_jj ≈ 2 · 60 · cosh(3) ≈ 1200 GeV.
+GOOD_MU = _muons((62.5, 0.0, 0.0, 1, True, 0.05), (62.5, 0.0, np.pi, -1, True, 0.05))
+GOOD_JETS = _jets((60, 3.0, 1.5, 6, 7, 0.01), (60, -3.0, -1.5, 6, 7, 0.01))
+EVENTS = [  # (muons, jets, selected?, region)
+    (GOOD_MU, GOOD_JETS, True, 1),
+    (_muons((62.5, 0.0, 0.0, 1, True, 0.05), (62.5, 0.0, np.pi, 1, True, 0.05)), GOOD_JETS,
+     False, 0),  # same sign
+    (_muons((62.5, 0.0, 0.0, 1, True, 0.05), (62.5, 0.0, np.pi, -1, False, 0.05)), GOOD_JETS,
+     False, 0),  # subleading not tight
+    (_muons((62.5, 0.0, 0.0, 1, True, 0.05), (62.5, 0.0, np.pi, -1, True, 0.4)), GOOD_JETS,
+     False, 0),  # not isolated
+    (GOOD_MU, GOOD_JETS + _jets((40, 1.0, 0.7, 6, 7, 0.5)), False, 1),  # b jet: vetoed
+    (GOOD_MU, _jets((60, 3.0, 1.5, 6, 7, 0.01), (60, -3.0, -1.5, 6, 0, 0.01)), True, 1),
+    # ↑ failing pileup ID does not matter at pT 60 > 50
+    (GOOD_MU, _jets((60, 3.0, 1.5, 6, 7, 0.01), (40, -3.0, -1.5, 6, 0, 0.01)), False, 1),
+    # ↑ pileup-ID failing 40 GeV jet removed: one jet left
+    (GOOD_MU, _jets((60, 1.0, 1.5, 6, 7, 0.01), (60, -1.0, -1.5, 6, 7, 0.01)), False, 1),  # Δη
+    (GOOD_MU, _jets((60, 0.0, 0.1, 6, 7, 0.01), (60, 3.0, 1.5, 6, 7, 0.01),
+                    (60, -3.0, -1.5, 6, 7, 0.01)), True, 1),  # jet on the muon: ΔR-cleaned
+    (_muons((55.0, 0.0, 0.0, 1, True, 0.05), (55.0, 0.0, np.pi, -1, True, 0.05)), GOOD_JETS,
+     True, 2),  # m_mumu = 110.0+: sideband
+    (GOOD_MU, _jets((60, 3.0, 1.5, 0, 7, 0.01), (60, -3.0, -1.5, 6, 7, 0.01)), False, 1),  # jetId
+    ([], GOOD_JETS, False, 0),
+]
+
+
+def _write_tiny(path: Path) -> None:
+    from flashsim.nanoaod.writer import write_nanoaod
+
+    n = len(EVENTS)
+    write_nanoaod(path, {
+        "run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
+        "event": np.arange(1, n + 1, dtype=np.uint64), "genWeight": np.ones(n, np.float32),
+        "Muon": ak.Array([e[0] for e in EVENTS], with_name=None),
+        "Jet": ak.Array([e[1] for e in EVENTS]),
+    })
+
+
+def test_hmumu_selection_on_tiny_nanoaod(tmp_path):
+    from flashsim.validation.hmumu import CUTS, analyse, run_analysis
+
+    path = tmp_path / "tiny.root"
+    _write_tiny(path)
+    results = run_analysis({"vbf_hmumu_full": [path], "vbf_hmumu_flash": [path]})
+    columns = results["vbf_hmumu_full"]["columns"]
+    order = np.argsort(columns["event"])
+    selected = columns["stage"][order] == len(CUTS) - 1
+    assert selected.tolist() == [e[2] for e in EVENTS]
+    assert columns["region"][order][selected].tolist() == [e[3] for e in EVENTS if e[2]]
+    assert columns["m_mumu"][order][0] == pytest.approx(125.0, rel=1e-3)
+    assert results["vbf_hmumu_full"]["cutflow"][CUTS[-1]] == pytest.approx(4.0)
+    bench = analyse(results, {"signal": "vbf_hmumu"}, tmp_path, plot=False)
+    sr = bench["yields"]["vbf_hmumu_flash"]["signal_region"]
+    assert sr["yield"] == pytest.approx(3.0) and sr["err"] == pytest.approx(np.sqrt(3.0))
+    assert bench["observables"]["signal"]["m_mumu"]["chi2"] == pytest.approx(0.0)
+
+
+def test_asimov_significance():
+    from flashsim.validation.hmumu import asimov_significance
+
+    # s << b: Z → s/√b
+    assert asimov_significance([1.0], [10_000.0]) == pytest.approx(0.01, rel=1e-3)
+    assert asimov_significance([3.0, 4.0], [1e6, 1e6]) == pytest.approx(5e-3, rel=1e-3)
+
+
+def test_analysis_missing_file(tmp_path):
+    from flashsim.validation.hmumu import run_analysis
+
+    with pytest.raises(FlashSimError, match="does not exist"):
+        run_analysis({"x": [tmp_path / "missing.root"]})
