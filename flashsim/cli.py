@@ -172,12 +172,41 @@ def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output) -
     click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
 
 
+@cli.command()
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="GEN NanoAOD file (default: generate and cache one).")
+@click.option("--process", default="vbf_hmumu", show_default=True,
+              help="Process generated when no --input is given.")
+@click.option("-n", "--events", "n_events", type=int, default=1000, show_default=True,
+              help="Events in the generated input file.")
+@click.option("--gen-events", type=int, default=None,
+              help="Events for timing generation (default: min(n, 200)).")
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Model directory (default: the shipped models).")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "onnx"]),
+              help="Backend to time (repeatable; default: both).")
+@click.option("--chunksize", "chunk_sizes", multiple=True, type=int,
+              help="Events per chunk (repeatable; default: 100 and 1000).")
+@click.option("--seed", type=int, default=1, show_default=True)
+def benchmark(input_path, process, n_events, gen_events, models, backends, chunk_sizes,
+              seed) -> None:
+    """Events/s of every stage of simulate, per backend and chunk size, vs generation."""
+    from flashsim.benchmark import format_report, run_benchmark
+
+    report = run_benchmark(input_path=input_path, process=process, n_events=n_events,
+                           gen_events=gen_events, models=models,
+                           backends=tuple(backends) or ("torch", "onnx"),
+                           chunk_sizes=tuple(chunk_sizes) or (100, 1000), seed=seed)
+    click.echo(format_report(report))
+
+
 def main() -> None:
     """Entry point: run the command group, turning user errors into one-line messages."""
     try:
         cli.main(standalone_mode=False)
     except FlashSimError as error:
-        click.echo(f"flashsim: error: {error}", err=True)
+        # one line, even when the message quotes a multi-line error of a library
+        click.echo(f"flashsim: error: {' '.join(str(error).split())}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("flashsim: interrupted", err=True)

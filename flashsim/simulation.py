@@ -24,9 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from flashsim.errors import FlashSimError
-from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, read_chunk, read_runs
+from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, open_tree, read_chunk, read_runs
 from flashsim.nanoaod.writer import NanoAODWriter
-from flashsim.processor import FlashSimProcessor, chunk_rng, simulate_chunk
+from flashsim.processor import (
+    FlashSimProcessor,
+    QuietNanoAODSchema,
+    chunk_rng,
+    gen_names,
+    quiet_coffea,
+    scaled_runs,
+    simulate_chunk,
+    worker_models,
+)
 
 __all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "simulate", "simulate_generated"]
 
@@ -47,9 +56,14 @@ def simulate(
     seed: int = 1,
     backend: str = "torch",
 ) -> dict:
-    """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest."""
-    from flashsim.models import load_models
+    """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest.
 
+    Everything a user can get wrong (options, inputs, models, output location) is
+    checked before any event is simulated. Chunk files are staged in a hidden
+    directory next to ``output`` and moved into place only when the run succeeded.
+    With ``scheduler``, the Dask workers must see the inputs and that directory
+    (a shared file system).
+    """
     started = time.perf_counter()
     _check_options(oversample, executor, workers, chunksize, backend)
     inputs = [Path(p) for p in inputs]
@@ -59,35 +73,27 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    load_models(models, backend=backend)  # a mismatching model directory fails here, not on a worker
+    worker_models(None if models is None else str(models), backend)  # fail here, not on a worker
     output = Path(output)
     single_file = output.suffix == ".root"
     _check_writable(output, single_file)
+    _ensure_dir(output.parent)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if single_file
-                                    else _ensure_dir(output)))
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
                                   backend=backend)
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = _run(flash, nonempty, executor, workers, scheduler, chunksize) if nonempty else {}
+        order = {str(p): i for i, p in enumerate(inputs)}
         chunks = sorted(result.get("chunks", []),
-                        key=lambda c: (inputs.index(Path(c["file"])), c["entry_start"]))
+                        key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
         if not chunks:  # zero events in: a valid, empty NanoAOD out
-            empty = _empty_chunk_file(inputs[0], staging, models, backend, seed)
-            chunks = [{"path": str(empty), "file": str(inputs[0]), "entry_start": 0, "entry_stop": 0}]
-        if single_file:
-            _merge(chunks, output)
-            files = [str(output)]
-        else:
-            files = []
-            for chunk in chunks:
-                target = output / Path(chunk["path"]).name
-                Path(chunk["path"]).replace(target)
-                files.append(str(target))
+            chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample)]
         manifest = {
             "inputs": [str(p) for p in inputs],
-            "outputs": files,
+            "outputs": [str(output)] if single_file else
+                       [str(output / Path(c["path"]).name) for c in chunks],
             "models": _model_provenance(models, backend),
             "seed": seed,
             "oversample": oversample,
@@ -95,11 +101,17 @@ def simulate(
             "executor": executor,
             "workers": workers,
             "events_in": int(sum(entries.values())),
-            "events_out": int(sum(entries.values())) * oversample,
-            "seconds": round(time.perf_counter() - started, 3),
+            "events_out": int(result.get("events_out", 0)),
+            "chunks": [{"file": c["file"], "entry_start": c["entry_start"],
+                        "entry_stop": c["entry_stop"], "output": Path(c["path"]).name}
+                       for c in chunks],
         }
+        if single_file:
+            _merge(chunks, output)
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
         if not single_file:
-            (output / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            _publish_directory(staging, output)
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -121,7 +133,6 @@ def simulate_generated(
     from tqdm import tqdm
 
     from flashsim import generation
-    from flashsim.models import load_models
 
     started = time.perf_counter()
     _check_options(oversample, "iterative", 1, batch_size, backend)
@@ -135,7 +146,8 @@ def simulate_generated(
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     _check_writable(output, single_file=True)
-    loaded = load_models(models, backend=backend)
+    loaded = worker_models(None if models is None else str(models), backend)
+    _ensure_dir(output.parent)
 
     done = 0
     with NanoAODWriter(output) as writer, tqdm(total=n_events, unit="ev", desc=process) as bar:
@@ -223,32 +235,48 @@ def _run(flash: FlashSimProcessor, inputs: list[Path], kind: str, workers: int,
 
     executor = _executor(kind, workers, scheduler)
     try:
-        runner = processor.Runner(executor=executor, chunksize=chunksize)
+        runner = processor.Runner(executor=executor, chunksize=chunksize,
+                                  schema=QuietNanoAODSchema)
         fileset = {"flash": {"files": {str(p): "Events" for p in inputs}}}
-        return runner(fileset, processor_instance=flash, treename="Events")
+        with quiet_coffea():
+            return runner(fileset, processor_instance=flash, treename="Events")
+    except Exception as error:
+        # coffea wraps a worker's exception in a bare Exception; give the user ours
+        cause = error
+        while cause is not None and not isinstance(cause, FlashSimError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise FlashSimError(str(cause)) from None
+        raise
     finally:
         client = getattr(executor, "client", None)
         if client is not None:
             cluster = client.cluster
             client.close()
-            if cluster is not None:
+            if cluster is not None and not scheduler:
                 cluster.close()
 
 
-def _empty_chunk_file(source: Path, staging: Path, models, backend: str, seed: int) -> Path:
-    from flashsim.models import load_models
-
-    gen = read_chunk(source, GEN_COLLECTIONS, 0, 0)
-    chunk = simulate_chunk(gen, load_models(models, backend=backend), chunk_rng(seed, "", 0, 0))
+def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
+                      oversample: int) -> dict:
+    gen = read_chunk(source, _present(source, gen_names()), 0, 0)
+    chunk = simulate_chunk(gen, worker_models(None if models is None else str(models), backend),
+                           chunk_rng(0, "", 0, 0), oversample=oversample)
     path = staging / "empty.root"
-    with NanoAODWriter(path, runs=read_runs(source)) as writer:
+    with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
         writer.write(chunk)
-    return path
+    return {"path": str(path), "file": str(source), "entry_start": 0, "entry_stop": 0}
+
+
+def _present(path: str | Path, names) -> list[str]:
+    """The names (collections or scalar branches) that the ``Events`` tree of ``path`` has."""
+    keys = set(open_tree(path).keys())
+    return [n for n in names if n in keys or any(k.startswith(f"{n}_") for k in keys)]
 
 
 def _merge(chunks: list[dict], output: Path) -> None:
     """Concatenate chunk files, in input order, into one NanoAOD file."""
-    names = list(GEN_COLLECTIONS) + list(FLASH_COLLECTIONS) + ["flashsimReplica"]
+    names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica"])
     runs_parts = [read_runs(c["path"]) for c in chunks]
     runs = None
     if all(r is not None for r in runs_parts):
@@ -256,6 +284,15 @@ def _merge(chunks: list[dict], output: Path) -> None:
     with NanoAODWriter(output, runs=runs) as writer:
         for chunk in chunks:
             writer.write(read_chunk(chunk["path"], names))
+
+
+def _publish_directory(staging: Path, output: Path) -> None:
+    """Move the staged chunk files and manifest to ``output`` (the manifest last)."""
+    if not output.exists():
+        staging.rename(output)
+        return
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == "manifest.json"):
+        path.replace(output / path.name)
 
 
 def _model_provenance(models, backend: str) -> dict:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 REFERENCE_NANO = Path(__file__).parents[1].parent / "shared/reference/nano_dy.root"
+TINY_ARCHITECTURE = {"transforms": 1, "bins": 4, "hidden_features": [16], "passes": 2}
+"""A flow/classifier small enough to train on 40 events in seconds (tests only)."""
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +19,17 @@ def reference_nano() -> Path:
             f"reference NanoAOD file {REFERENCE_NANO} is absent (it lives outside the repo)"
         )
     return REFERENCE_NANO
+
+
+@pytest.fixture(scope="session")
+def tiny_models(reference_nano, tmp_path_factory) -> Path:
+    """A complete model directory (every model, one epoch, tiny networks), trained once."""
+    import torch
+
+    from flashsim.models.training import train_object
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny_models")
+    train_object("all", [reference_nano], out, epochs=1, architecture=TINY_ARCHITECTURE,
+                 progress=False)
+    return out

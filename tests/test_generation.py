@@ -126,3 +126,12 @@ def test_cli_unknown_process_and_list(tmp_path):
     assert not (tmp_path / "x.root").exists()
     listing = subprocess.run([*command, "--list"], capture_output=True, text=True, check=True)
     assert all(name in listing.stdout for name in PROCESSES)
+
+
+def test_fastjet_banner_stays_off_stdout():
+    code = ("import awkward as ak; from flashsim.generation.genjets import cluster_sequence, _JET_DEF;"
+            "s = cluster_sequence(ak.Array([[{'px': 5.0, 'py': 0.0, 'pz': 1.0, 'E': 6.0}]]), _JET_DEF);"
+            "print(len(s.inclusive_jets()[0]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout == "1\n"

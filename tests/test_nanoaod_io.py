@@ -17,6 +17,7 @@ from flashsim.nanoaod import (
     num_entries,
     open_events,
     read_chunk,
+    read_provenance,
     read_runs,
     write_nanoaod,
 )
@@ -205,6 +206,15 @@ def test_runs_passed_through_and_chunks_appended(tmp_path):
     back = read_runs(path)
     assert {k: v.tolist() for k, v in back.items()} == runs
     assert back["genEventCount"].dtype == np.int64
+
+
+def test_provenance_round_trip(tmp_path, reference_nano):
+    record = {"producer": "flashsim generate", "process": "dy_mumu", "seed": 5,
+              "settings": ["Tune:pp = 14"]}
+    path = tmp_path / "with_provenance.root"
+    write_nanoaod(path, make_chunk(), provenance=record)
+    assert read_provenance(path) == record
+    assert read_provenance(reference_nano) is None
 
 
 @pytest.mark.slow  # PyROOT's interpreter start-up alone takes seconds

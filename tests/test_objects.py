@@ -17,7 +17,6 @@ torch.set_num_threads(1)
 NANO_DY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
 needs_nano = pytest.mark.skipif(not NANO_DY.is_file(),
                                 reason=f"reference NANOAODSIM {NANO_DY} is absent")
-TINY = {"transforms": 1, "bins": 4, "hidden_features": [16], "passes": 2}
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +26,8 @@ def chunk():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from flashsim.models.training import train_object
-
-    out = tmp_path_factory.mktemp("models")
-    train_object("all", [NANO_DY], out, epochs=1, architecture=TINY, progress=False)
-    return out
+def models(tiny_models):
+    return tiny_models
 
 
 @needs_nano
@@ -88,6 +83,7 @@ def test_simulation_output(models, chunk):
     assert ak.all(abs(part.pdgId) == 13)
     assert ak.all(jets.genJetIdx < ak.num(chunk["GenJet"]))
     assert ak.all(jets.pt[:, :-1] >= jets.pt[:, 1:])
+    assert ak.all(jets.pt > crossref.JET_PT_MIN)
     assert ak.all(muons.pt[:, :-1] >= muons.pt[:, 1:])
     # discrete values lie in their allowed (or training) sets
     for name, collection in (("muon_flow", muons), ("jet_flow", jets)):
@@ -117,3 +113,11 @@ def test_crossref_links_muons_to_nearest_jet():
     assert jets.nMuons.tolist() == [[1, 2], [0]]
     assert jets.muonIdx1.tolist() == [[1, 0], [-1]]
     assert jets.muonIdx2.tolist() == [[-1, 2], [-1]]
+
+
+def test_merge_jets_orders_and_applies_the_nanoaod_cut():
+    matched = ak.Array([[{"pt": 20.0, "genJetIdx": 0}, {"pt": 14.0, "genJetIdx": 1}], []])
+    fake = ak.Array([[{"pt": 60.0, "genJetIdx": -1}], [{"pt": 9.0, "genJetIdx": -1}]])
+    jets = crossref.merge_jets(matched, fake)
+    assert jets.pt.tolist() == [[60.0, 20.0], []]
+    assert jets.genJetIdx.tolist() == [[-1, 0], []]

@@ -216,3 +216,35 @@ def test_analysis_missing_file(tmp_path):
 
     with pytest.raises(FlashSimError, match="does not exist"):
         run_analysis({"x": [tmp_path / "missing.root"]})
+
+
+@pytest.mark.slow
+def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
+    """The whole benchmark on a few hundred events (tiny models: plumbing, not fidelity);
+    a second run with another --oversample reuses the held-out samples."""
+    from click.testing import CliRunner
+
+    from flashsim.cli import cli
+
+    out = tmp_path / "hmumu"
+    args = ["benchmark-hmumu", "-n", "200", "--models", str(tiny_models), "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--oversample", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    bench = json.loads((out / "metrics.json").read_text())
+    assert bench["settings"]["n_events"] == 200 and bench["settings"]["oversample"] == 2
+    for dataset in ("vbf_hmumu_full", "vbf_hmumu_flash", "dy_mumu_full", "dy_mumu_flash"):
+        cutflow = bench["cutflow"][dataset]
+        yields = [row["yield"] for row in cutflow]
+        assert yields[0] > 0 and all(a >= b for a, b in zip(yields, yields[1:], strict=False))
+    assert bench["oversampling"]["dy_mumu_flash"]["replicas"] == 2
+    summary = (out / "summary.md").read_text()
+    for section in ("## Oversampling", "Good:"):
+        assert section in summary
+    assert (out / "validation_vbf_hmumu" / "metrics.json").is_file()
+
+    samples = {p: p.stat().st_mtime_ns for p in (out / "samples").glob("*_full.root")}
+    result = CliRunner().invoke(cli, [*args, "--oversample", "3"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert {p: p.stat().st_mtime_ns for p in samples} == samples
+    assert json.loads((out / "metrics.json").read_text())["oversampling"]["dy_mumu_flash"][
+        "replicas"] == 3

@@ -74,7 +74,8 @@ def measure(chunks: list[dict]) -> dict[str, float]:
         tight_den += int(ak.sum(ak.num(prompt, axis=1)))
         tm = m[m.tightId & (g.pt > 20) & (np.abs(g.eta) < 2.4)]
         tight_num += int(ak.sum(ak.num(tm, axis=1)))
-        matched = jet[jet.genJetIdx >= 0]
+        # real NanoAOD can point past the stored GenJets (pT < 10 GeV, not kept)
+        matched = jet[(jet.genJetIdx >= 0) & (jet.genJetIdx < ak.num(gj))]
         mg = gj[matched.genJetIdx]
         central = np.abs(mg.eta) < 1.3
         for pt0 in resp:

@@ -18,11 +18,13 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 
+from flashsim import __version__
 from flashsim.errors import FlashSimError
 from flashsim.generation.genjets import genjet_table
 from flashsim.generation.genpart import GenHistory, genpart_table, prune
@@ -230,7 +232,11 @@ def generate_file(process: str, n_events: int, output: str | os.PathLike, *, see
         _reference_detector_class()
     tasks = [(process, seed, c, start, stop, pileup_mean, refsim) for c, start, stop in _chunks(n_events)]
     progress = tqdm(total=n_events, unit="ev", desc=f"generate {process}", dynamic_ncols=True)
-    with NanoAODWriter(output) as writer:
+    provenance = {"producer": "flashsim generate", "flashsim": __version__,
+                  "generator": f"Pythia {version('pythia8mc')}", "process": process,
+                  "events": n_events, "seed": seed, "jobs": jobs, "pileup_mean": pileup_mean,
+                  "refsim": refsim, "settings": list(PROCESSES[process].all_settings)}
+    with NanoAODWriter(output, provenance=provenance) as writer:
         if jobs == 1:
             for task in tasks:
                 for n, nano in _chunk_parts(task):

@@ -113,8 +113,12 @@ class Model:
                 names = [i.name for i in self.session.get_inputs()]
                 parts.append(self.session.run(None, dict(zip(names, inputs, strict=True)))[0])
             else:
+                # copies into torch's 64-byte-aligned memory: MKL's float32 GEMM may round
+                # differently with the alignment of a numpy buffer, which depends on the
+                # process's heap, and the output must not depend on the process
                 with torch.no_grad():
-                    parts.append(self.module(*map(torch.from_numpy, inputs)).numpy())
+                    parts.append(self.module(*(torch.from_numpy(x).clone() for x in inputs))
+                                 .numpy())
         return np.concatenate(parts)
 
     def standardised_context(self, columns: dict[str, np.ndarray]) -> np.ndarray:

@@ -7,6 +7,7 @@ from flashsim.nanoaod.reader import (
     num_entries,
     open_events,
     read_chunk,
+    read_provenance,
     read_runs,
 )
 from flashsim.nanoaod.schema import (
@@ -32,6 +33,7 @@ __all__ = [
     "num_entries",
     "open_events",
     "read_chunk",
+    "read_provenance",
     "read_runs",
     "write_nanoaod",
 ]

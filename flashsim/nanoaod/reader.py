@@ -19,11 +19,13 @@ import uproot
 
 from flashsim.errors import FlashSimError
 from flashsim.nanoaod.schema import load_schema
+from flashsim.nanoaod.writer import PROVENANCE_KEY
 
 __all__ = [
     "GEN_COLLECTIONS",
     "num_entries",
     "open_events",
+    "read_provenance",
     "open_tree",
     "read_chunk",
     "read_runs",
@@ -168,6 +170,20 @@ def read_runs(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
             return None
     arrays = tree.arrays(list(source.values()), library="np")
     return {name: arrays[branch] for name, branch in source.items()}
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict | None:
+    """How a flashsim file was made (process, seed, pileup, models, ...), or None.
+
+    Written by :class:`flashsim.nanoaod.writer.NanoAODWriter` as the JSON ``TObjString``
+    ``flashsim_provenance``; real CMS files have none.
+    """
+    import json
+
+    file = _open_file(path)
+    if PROVENANCE_KEY not in file:
+        return None
+    return json.loads(str(file[PROVENANCE_KEY]))
 
 
 def open_events(

@@ -17,6 +17,7 @@ when complete, so an interrupted or failed write never leaves a partial file beh
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -31,13 +32,15 @@ import uproot
 from flashsim.errors import FlashSimError
 from flashsim.nanoaod.schema import BranchSpec, load_schema, schema_path
 
-__all__ = ["EVENT_ID_BRANCHES", "Chunk", "NanoAODWriter", "write_nanoaod"]
+__all__ = ["EVENT_ID_BRANCHES", "PROVENANCE_KEY", "Chunk", "NanoAODWriter", "write_nanoaod"]
 
 Chunk = dict[str, Any]
 """In-memory NanoAOD chunk, see the module docstring."""
 
 EVENT_ID_BRANCHES = ("run", "luminosityBlock", "event")
 """Scalar branches every written chunk must carry."""
+PROVENANCE_KEY = "flashsim_provenance"
+"""Name of the TObjString that records, as JSON, how a file was made."""
 
 
 def _patch_branches(tree: uproot.writing.WritableTree, titles: Mapping[str, str]) -> None:
@@ -77,6 +80,10 @@ def _cast_flat(values: Any, spec: BranchSpec) -> np.ndarray:
 class NanoAODWriter:
     """Context manager writing NanoAOD chunks to one ROOT file.
 
+    ``provenance`` (a JSON-serialisable dict: how the file was made) is stored as the
+    ``TObjString`` ``flashsim_provenance``, read back by
+    :func:`flashsim.nanoaod.reader.read_provenance`.
+
     ``runs`` (dict of 1-D arrays keyed by the schema's Runs branches, e.g. from
     :func:`flashsim.nanoaod.reader.read_runs`) is written verbatim as the ``Runs`` tree. Without it
     the Runs tree is accumulated from the events written: per run,
@@ -89,8 +96,10 @@ class NanoAODWriter:
     Every chunk must hold the same names and fields as the first one.
     """
 
-    def __init__(self, path: str | os.PathLike[str], runs: Mapping[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike[str], runs: Mapping[str, Any] | None = None,
+                 provenance: Mapping[str, Any] | None = None):
         self.path = Path(path)
+        self._provenance = None if provenance is None else json.dumps(dict(provenance))
         parent = self.path.parent.resolve()
         if self.path.is_dir():
             raise FlashSimError(f"output {self.path} is a directory; give a file name ending .root")
@@ -168,6 +177,8 @@ class NanoAODWriter:
             if self._tree is None:  # nothing written: still a valid file with the event ids
                 self.write({name: np.zeros(0) for name in EVENT_ID_BRANCHES})
             self._write_runs()
+            if self._provenance is not None:
+                self._file[PROVENANCE_KEY] = self._provenance
             self._file.close()
             self._closed = True
             os.replace(self._tmp, self.path)
@@ -333,7 +344,8 @@ def write_nanoaod(
     path: str | os.PathLike[str],
     chunk: Mapping[str, Any],
     runs: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> None:
     """Write one chunk as a complete NanoAOD file (see :class:`NanoAODWriter`)."""
-    with NanoAODWriter(path, runs=runs) as writer:
+    with NanoAODWriter(path, runs=runs, provenance=provenance) as writer:
         writer.write(chunk)

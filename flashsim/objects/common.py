@@ -88,14 +88,11 @@ def typed(collection: str, fields: dict[str, np.ndarray]) -> dict[str, np.ndarra
 
     ``collection`` may be a collection name or ``None`` for scalar branches.
     """
-    try:
-        from flashsim.nanoaod.schema import load_schema
+    from flashsim.nanoaod.schema import load_schema
 
-        schema = load_schema()
-        specs = (schema.collections[collection].branches if collection in schema.collections
-                 else schema.scalars)
-    except ImportError:  # no schema module: fall back to NanoAOD's usual widths
-        specs = {}
+    schema = load_schema()
+    specs = (schema.collections[collection].branches if collection in schema.collections
+             else schema.scalars)
     out = {}
     for name, values in fields.items():
         values = np.asarray(values)
@@ -173,7 +170,7 @@ def read_training_chunk(paths: list[str | Path], names: list[str],
 
     Stops after ``max_events`` events in total.
     """
-    from flashsim.nanoaod.reader import read_chunk, read_runs
+    from flashsim.nanoaod.reader import read_chunk, read_provenance, read_runs
 
     chunks, files, remaining = [], [], max_events
     for path in paths:
@@ -182,7 +179,8 @@ def read_training_chunk(paths: list[str | Path], names: list[str],
         chunk = read_chunk(path, names, 0, remaining)
         n = len(chunk["event"])
         chunks.append(chunk)
-        files.append({"path": str(path), "events": n, "has_runs": read_runs(path) is not None})
+        files.append({"path": str(path), "events": n, "has_runs": read_runs(path) is not None,
+                      "provenance": read_provenance(path)})
         remaining = None if remaining is None else remaining - n
     if not chunks:
         raise FlashSimError("no training files given: pass NANOAODSIM files with --data")

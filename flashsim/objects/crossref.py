@@ -1,7 +1,8 @@
 r"""Cross-references between simulated collections, rebuilt after pT ordering.
 
-* :func:`merge_jets` concatenates matched and fake jets per event and orders by
-  :math:`p_T` (``genJetIdx`` keeps pointing into GenJet, so it needs no rewrite).
+* :func:`merge_jets` concatenates matched and fake jets per event, applies NanoAOD's
+  :math:`p_T > 15` GeV storage cut to the sampled :math:`p_T` (:data:`JET_PT_MIN`) and
+  orders by :math:`p_T` (``genJetIdx`` keeps pointing into GenJet, so it needs no rewrite).
 * :func:`link` associates each muon with the nearest jet within :math:`\Delta R < 0.4`
   (``Muon_jetIdx``, -1 if none) and fills ``Jet_nMuons``, ``Jet_muonIdx1/2`` with the
   first two (highest-:math:`p_T`) muons pointing to each jet, as NanoAOD does with the
@@ -15,14 +16,19 @@ import numpy as np
 
 from flashsim.objects.common import nearest
 
-__all__ = ["link", "merge_jets"]
+__all__ = ["JET_PT_MIN", "link", "merge_jets"]
 
 _CONE = 0.4
+JET_PT_MIN = 15.0
+"""NanoAOD stores AK4 jets with corrected pT above this (GeV); the models are trained on
+those, but a sampled pT can still fall below it, and such a jet would not be stored."""
 
 
 def merge_jets(matched: ak.Array, fake: ak.Array) -> ak.Array:
-    """Matched + fake jets of every event, :math:`p_T`-ordered."""
+    """Matched + fake jets of every event with :math:`p_T >` :data:`JET_PT_MIN`,
+    :math:`p_T`-ordered."""
     jets = ak.concatenate([matched, fake], axis=1)
+    jets = jets[jets.pt > JET_PT_MIN]
     return jets[ak.argsort(jets.pt, axis=1, ascending=False)]
 
 

@@ -71,11 +71,14 @@ CONTEXT = (
     ColumnSpec("pileup"),
 )
 
-#: Jet branches generated as they are (shared with the fake-jet model).
+#: Jet branches generated as they are (shared with the fake-jet model), with the transform
+#: applied before the flow. The b/c discriminants live in [0, 1] and matter most near 1
+#: (the working points): logit spreads that end over the spline's domain. Their exact 0
+#: and 1 values are spikes, encoded separately (:mod:`flashsim.models.transforms`).
 JET_CONTINUOUS = {
     "area": "none", "chEmEF": "none", "chHEF": "none", "neEmEF": "none", "neHEF": "none",
-    "muEF": "none", "btagDeepFlavB": "none", "btagDeepFlavC": "none",
-    "btagDeepFlavCvL": "none", "btagDeepFlavCvB": "none", "btagDeepB": "none",
+    "muEF": "none", "btagDeepFlavB": "logit", "btagDeepFlavC": "none",
+    "btagDeepFlavCvL": "logit", "btagDeepFlavCvB": "logit", "btagDeepB": "logit",
     "btagDeepC": "none", "btagCSVV2": "none", "btagCMVA": "none", "qgl": "none",
     "rawFactor": "none", "bRegCorr": "none", "bRegRes": "none", "muonSubtrFactor": "none",
     "jercCHF": "none", "jercCHPUF": "none",

@@ -34,6 +34,7 @@ import awkward as ak
 import fastjet
 import numpy as np
 
+from flashsim.generation.genjets import cluster_sequence
 from flashsim.refdet.calorimeter import (
     KIND_CH,
     KIND_ELE,
@@ -69,7 +70,7 @@ def cluster_jets(pf: dict, keep: np.ndarray, track_dxy: np.ndarray, track_dxy_er
     counts = np.bincount(pf["evt"][sel], minlength=n_events)
     inputs = ak.unflatten(ak.zip({"px": pf["px"][sel], "py": pf["py"][sel], "pz": pf["pz"][sel],
                                   "E": pf["e"][sel]}, with_name=None), counts)
-    seq = fastjet.ClusterSequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r))
+    seq = cluster_sequence(inputs, fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r))
     cidx = seq.constituent_index(cfg.jet_raw_pt_min)
     n_jets_evt = ak.to_numpy(ak.num(cidx, axis=1))
     n_const = ak.to_numpy(ak.flatten(ak.num(cidx, axis=2)))

@@ -1,0 +1,171 @@
+"""``flashsim benchmark``: how fast is the flash simulation, and what does it cost
+compared with generating the events in the first place?
+
+On one GEN NanoAOD file (by default ``n_events`` Pythia events of ``process``, made
+once with :func:`flashsim.generation.generate_file` and cached in the temporary
+directory), the whole path of the :class:`~flashsim.processor.FlashSimProcessor` is
+timed chunk by chunk and split into its stages:
+
+- ``read``: coffea NanoEvents of the chunk -> GEN chunk (what the processor reads);
+- ``muon``, ``jet``, ``fake_jet``, ``met_pv``: each object's models
+  (efficiency -> flow -> post-processing), from :func:`flashsim.objects.simulate_reco`;
+- ``assembly``: jets merged, pT-ordered, muon-jet cross-references rebuilt;
+- ``write``: the NanoAOD writer (GEN passed through + flash RECO).
+
+for every backend and chunk size asked for. The same run times Pythia generation
+alone (GEN NanoAOD out) and generation + the reference detector (NANOAODSIM out)
+on ``gen_events`` events, so that
+
+.. math::  \\text{cost ratio} = \\frac{t_\\text{flash} / \\text{event}}{t_\\text{generation} / \\text{event}}
+
+is one number. Every rate is events per second of wall time on one core.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from flashsim.errors import FlashSimError
+
+__all__ = ["STAGES", "format_report", "measure_flash", "measure_generation", "run_benchmark"]
+
+STAGES = ("read", "muon", "jet", "fake_jet", "assembly", "met_pv", "write")
+"""The stages of the flash path, in the order they run."""
+
+
+def _cached_gen_file(process: str, n_events: int, seed: int) -> Path:
+    """A GEN NanoAOD file of ``process``, generated once and kept in the temp directory."""
+    from flashsim.generation import generate_file
+
+    cache = Path(tempfile.gettempdir()) / "flashsim-benchmark"
+    cache.mkdir(exist_ok=True)
+    path = cache / f"{process}_{n_events}_seed{seed}.root"
+    if not path.is_file():
+        generate_file(process, n_events, path, seed=seed)
+    return path
+
+
+def measure_flash(path: Path, models, chunk_size: int, *, seed: int = 1) -> dict[str, float]:
+    """Seconds per stage (:data:`STAGES`) to flash-simulate ``path`` in chunks of
+    ``chunk_size`` with the loaded ``models``, plus ``events`` and ``total``."""
+    from coffea.nanoevents import NanoEventsFactory
+
+    from flashsim.nanoaod.reader import num_entries
+    from flashsim.nanoaod.writer import NanoAODWriter
+    from flashsim.objects import simulate_reco
+    from flashsim.processor import (
+        QuietNanoAODSchema,
+        chunk_rng,
+        gen_chunk_from_events,
+        quiet_coffea,
+        replicate,
+    )
+
+    n_events = num_entries(path)
+    timings = dict.fromkeys(STAGES, 0.0)
+    with tempfile.TemporaryDirectory() as scratch, quiet_coffea():
+        writer = NanoAODWriter(Path(scratch) / "flash.root")
+        with writer:
+            for start in range(0, n_events, chunk_size):
+                stop = min(start + chunk_size, n_events)
+                began = time.perf_counter()
+                events = NanoEventsFactory.from_root(
+                    {str(path): "Events"}, schemaclass=QuietNanoAODSchema, mode="virtual",
+                    entry_start=start, entry_stop=stop,
+                ).events()
+                gen = replicate(gen_chunk_from_events(events), 1)
+                timings["read"] += time.perf_counter() - began
+                reco = simulate_reco(gen, models, chunk_rng(seed, str(path), start, stop),
+                                     timings)
+                began = time.perf_counter()
+                writer.write({**gen, **reco})
+                timings["write"] += time.perf_counter() - began
+            began = time.perf_counter()
+        timings["write"] += time.perf_counter() - began  # closing: Runs tree, rename
+    timings["total"] = sum(timings[s] for s in STAGES)
+    timings["events"] = n_events
+    return timings
+
+
+def measure_generation(process: str, n_events: int, *, seed: int = 1) -> dict[str, float]:
+    """Seconds to generate ``n_events`` of ``process`` as GEN NanoAOD (``generation``)
+    and as NANOAODSIM with the reference detector (``generation+refdet``)."""
+    from flashsim.generation import generate_file
+
+    seconds = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, refsim in (("generation", False), ("generation+refdet", True)):
+            began = time.perf_counter()
+            generate_file(process, n_events, Path(scratch) / f"{label}.root", seed=seed,
+                          refsim=refsim)
+            seconds[label] = time.perf_counter() - began
+    return seconds
+
+
+def run_benchmark(
+    *,
+    input_path: str | Path | None = None,
+    process: str = "vbf_hmumu",
+    n_events: int = 1000,
+    gen_events: int | None = None,
+    models: str | Path | None = None,
+    backends: tuple[str, ...] = ("torch", "onnx"),
+    chunk_sizes: tuple[int, ...] = (100, 1000),
+    seed: int = 1,
+) -> dict:
+    """Time the flash path and generation; return ``{"flash": [...], "generation": {...}}``.
+
+    ``flash`` rows: backend, chunk size, events, seconds per stage and in total.
+    ``generation``: events, seconds for generation alone and with the reference detector.
+    """
+    from flashsim.generation import PROCESSES
+    from flashsim.processor import worker_models
+
+    if process not in PROCESSES:
+        raise FlashSimError(f"unknown process {process!r}; choose one of {', '.join(PROCESSES)}")
+    if n_events < 1 or (gen_events is not None and gen_events < 1):
+        raise FlashSimError("-n and --gen-events must be at least 1")
+    if not chunk_sizes or min(chunk_sizes) < 1:
+        raise FlashSimError("give chunk sizes of at least 1 event (--chunksize N, repeatable)")
+    loaded = {b: worker_models(None if models is None else str(models), b) for b in backends}
+    path = Path(input_path) if input_path else _cached_gen_file(process, n_events, seed)
+    flash = []
+    for backend in backends:
+        for size in chunk_sizes:
+            timings = measure_flash(path, loaded[backend], size, seed=seed)
+            flash.append({"backend": backend, "chunk_size": size, **timings})
+    gen_events = gen_events or min(n_events, 200)
+    generation = {"process": process, "events": gen_events,
+                  **measure_generation(process, gen_events, seed=seed + 1)}
+    return {"input": str(path), "models": str(models or "shipped"), "flash": flash,
+            "generation": generation}
+
+
+def format_report(report: dict) -> str:
+    """The benchmark as plain, aligned text: events/s per stage, then the cost ratio."""
+    stages = [*STAGES, "total"]
+    header = f"{'backend':8s} {'chunk':>6s} " + " ".join(f"{s:>9s}" for s in stages)
+    lines = [f"flash simulation of {report['input']} (models: {report['models']}), events/s",
+             header, "-" * len(header)]
+    for row in report["flash"]:
+        rates = [row["events"] / row[s] if row[s] > 0 else float("inf") for s in stages]
+        lines.append(f"{row['backend']:8s} {row['chunk_size']:6d} "
+                     + " ".join(f"{r:9.0f}" for r in rates))
+    gen = report["generation"]
+    n = gen["events"]
+    lines += ["", f"generation of {n} {gen['process']} events, events/s",
+              f"  {'Pythia generation (GEN NanoAOD)':46s} {n / gen['generation']:9.1f}",
+              f"  {'generation + reference detector (NANOAODSIM)':46s} "
+              f"{n / gen['generation+refdet']:9.1f}",
+              "", "cost per event relative to generation (flash / generation) and to generation"
+              " + reference detector (flash / full)"]
+    per_gen = gen["generation"] / n
+    per_full = gen["generation+refdet"] / n
+    for row in report["flash"]:
+        per_flash = row["total"] / row["events"]
+        lines.append(f"  {row['backend']:5s} chunk {row['chunk_size']:6d}: "
+                     f"flash / generation = {per_flash / per_gen:.3f}   "
+                     f"flash / full = {per_flash / per_full:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The shipped models: they load, stay within budget, and reproduce the reference detector.
+
+The quality smoke test simulates held-out reference-detector events (seeds never used in
+training) with the shipped models and compares with the reference detector's own RECO of
+the same GEN events. Full fidelity measurements belong to ``flashsim validate``.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from flashsim.models import PRETRAINED, load_models
+from flashsim.nanoaod import load_schema, open_events
+from flashsim.objects import MODEL_SPECS
+
+pytestmark = pytest.mark.skipif(not (PRETRAINED / "manifest.json").is_file(),
+                                reason="no shipped models in flashsim/pretrained")
+
+MEDIUM_WP = 0.2770
+
+
+def test_shipped_models_load_and_fit_the_budget():
+    models = load_models()
+    assert set(MODEL_SPECS) <= set(models.manifest["models"])
+    size = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
+    assert size < 20 * 1024**2
+    for name in MODEL_SPECS:
+        meta = models[name].meta
+        assert "vbf_hmumu" not in str(meta["training"].get("files", ""))
+        assert np.isfinite(meta["metrics"]["validation_loss"])
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """Reference-detector ttbar and Drell-Yan events and their flash simulation."""
+    from flashsim.generation import generate_file
+    from flashsim.simulation import simulate
+
+    out = tmp_path_factory.mktemp("held_out")
+    pairs = {}
+    for process, n_events in (("dy_mumu", 300), ("ttbar", 500)):
+        full = out / f"{process}_full.root"
+        flash = out / f"{process}_flash.root"
+        generate_file(process, n_events, full, seed=2_000_000, refsim=True)
+        simulate([full], flash, seed=7, oversample=4)
+        pairs[process] = (open_events(full), open_events(flash))
+    return pairs
+
+
+def _resolution(events) -> float:
+    muons = events.Muon[(events.Muon.genPartFlav == 1) & (events.Muon.genPartIdx >= 0)]
+    ratio = ak.to_numpy(ak.flatten(muons.pt / muons.matched_gen.pt))
+    q16, q84 = np.percentile(ratio, [16, 84])
+    return (q84 - q16) / 2
+
+
+def test_muon_resolution_matches_reference(held_out):
+    full, flash = held_out["dy_mumu"]
+    assert _resolution(flash) == pytest.approx(_resolution(full), rel=0.2)
+
+
+def _btag_efficiency(events) -> float:
+    jets = events.Jet[(events.Jet.hadronFlavour == 5) & (events.Jet.pt > 30)
+                      & (abs(events.Jet.eta) < 2.4)]
+    return float(ak.mean(ak.flatten(jets.btagDeepFlavB) > MEDIUM_WP))
+
+
+def test_btag_efficiency_matches_reference(held_out):
+    full, flash = held_out["ttbar"]
+    assert _btag_efficiency(flash) == pytest.approx(_btag_efficiency(full), abs=0.05)
+
+
+def test_discrete_branches_on_allowed_values(held_out):
+    schema = load_schema()
+    _, flash = held_out["ttbar"]
+    for collection in ("Muon", "Jet"):
+        for field, spec in schema.collections[collection].branches.items():
+            if spec.allowed is None or field not in flash[collection].fields:
+                continue
+            values = np.unique(ak.to_numpy(ak.flatten(flash[collection][field])))
+            assert set(values.tolist()) <= set(spec.allowed), f"{collection}_{field}"

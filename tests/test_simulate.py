@@ -1,0 +1,265 @@
+"""``flashsim simulate`` end to end: the processor's output, executors, oversampling, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from flashsim.cli import main
+from flashsim.nanoaod import load_schema, open_events, read_chunk, read_runs, write_nanoaod
+from flashsim.processor import gen_names, scaled_runs
+from flashsim.simulation import simulate
+
+# several chunks per run (coffea balances them: 40 events in chunks of <= 15 -> 14, 14, 12)
+CHUNK = 15
+
+
+def _events(path) -> dict[str, ak.Array]:
+    """Every branch of the Events tree of ``path`` (or of several files, concatenated)."""
+    paths = path if isinstance(path, list) else [path]
+    parts = [uproot.open(p)["Events"].arrays(library="ak", how=dict) for p in paths]
+    return {k: ak.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _assert_same_files(a, b) -> None:
+    left, right = _events(a), _events(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        assert ak.array_equal(left[name], right[name]), name
+
+
+@pytest.fixture(scope="module")
+def gen_file(reference_nano, tmp_path_factory):
+    """The GEN part of the CMS file, without a Runs tree (as a bare GEN producer writes it)."""
+    path = tmp_path_factory.mktemp("gen") / "gen.root"
+    chunk = read_chunk(reference_nano, [n for n in gen_names() if n in _present_in(reference_nano)])
+    write_nanoaod(path, chunk)
+    with uproot.update(path) as file:
+        del file["Runs"]
+    assert read_runs(path) is None
+    return path
+
+
+def _present_in(path) -> set[str]:
+    keys = uproot.open(path)["Events"].keys()
+    return {k.split("_")[0] for k in keys} | set(keys)
+
+
+@pytest.fixture(scope="module")
+def flash_file(reference_nano, tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flash") / "flash.root"
+    manifest = simulate([reference_nano], out, models=tiny_models, chunksize=20, seed=7)
+    return out, manifest
+
+
+def test_output_is_nanoaod_with_crossrefs(flash_file, reference_nano):
+    out, manifest = flash_file
+    assert manifest["events_in"] == manifest["events_out"] == 40
+    events = open_events(out)
+    assert len(events) == 40
+    muons, jets = events.Muon, events.Jet
+    # matched_gen follows the rebuilt indices to the right GEN objects
+    has_gen = muons.genPartIdx >= 0
+    assert ak.sum(has_gen) > 0
+    gen_muons = muons[has_gen].matched_gen
+    assert ak.all(abs(gen_muons.pdgId) == 13) and ak.all(gen_muons.status == 1)
+    has_jet = jets.genJetIdx >= 0
+    assert ak.sum(has_jet) > 0
+    genjet = events.GenJet[jets.genJetIdx[has_jet]]
+    assert ak.all(jets[has_jet].matched_gen.pt == genjet.pt)
+    for coll in (muons, jets):
+        assert ak.all(coll.pt[:, :-1] >= coll.pt[:, 1:])
+    # muon <-> jet references agree with each other
+    idx = ak.local_index(muons)
+    linked = muons.jetIdx >= 0
+    jet_of_muon = jets[muons.jetIdx[linked]]
+    assert ak.all((jet_of_muon.muonIdx1 == idx[linked]) | (jet_of_muon.muonIdx2 == idx[linked])
+                  | (jet_of_muon.nMuons > 2))
+    assert ak.all(jets.muonIdx1 < ak.num(muons)) and ak.all(jets.muonIdx2 < ak.num(muons))
+
+
+def test_dtypes_follow_the_schema(flash_file):
+    schema = load_schema()
+    tree = uproot.open(flash_file[0])["Events"]
+    for name, branch in tree.items():
+        interpretation = getattr(branch.interpretation, "content", branch.interpretation)
+        expected = (np.dtype(np.uint32) if name.startswith("n") and name[1:] in schema.collections
+                    else schema.branch(name).dtype)
+        assert interpretation.to_dtype.newbyteorder("=") == expected, name
+
+
+def test_gen_passed_through_reco_not_copied(flash_file, reference_nano):
+    out, _ = flash_file
+    keys = set(uproot.open(out)["Events"].keys())
+    source = _present_in(reference_nano)
+    gen = [n for n in gen_names() if n in source]
+    assert {"GenPart", "GenJet", "GenJetAK8", "GenVisTau", "GenDressedLepton"} <= set(gen)
+    flash, cms = read_chunk(out, gen), read_chunk(reference_nano, gen)
+    for name in gen:
+        assert ak.array_equal(flash[name], cms[name]), name
+    assert not any(k.startswith(("Electron", "Tau", "Photon", "FatJet", "LHE")) for k in keys)
+    assert {"nMuon", "Jet_genJetIdx", "MET_pt", "PV_npvs", "fixedGridRhoFastjetAll"} <= keys
+    flash_reco, cms_reco = read_chunk(out, ["Jet"]), read_chunk(reference_nano, ["Jet"])
+    assert not ak.array_equal(flash_reco["Jet"].pt, cms_reco["Jet"].pt)
+    for column, values in read_runs(out).items():
+        np.testing.assert_array_equal(values, read_runs(reference_nano)[column])
+
+
+def test_executors_give_identical_output(gen_file, tiny_models, tmp_path):
+    common = {"models": tiny_models, "chunksize": CHUNK, "seed": 3}
+    simulate([gen_file], tmp_path / "iterative.root", **common)
+    simulate([gen_file], tmp_path / "futures.root", executor="futures", workers=2, **common)
+    simulate([gen_file], tmp_path / "dask.root", executor="dask", workers=2, **common)
+    _assert_same_files(tmp_path / "iterative.root", tmp_path / "futures.root")
+    _assert_same_files(tmp_path / "iterative.root", tmp_path / "dask.root")
+
+
+def test_oversampling_into_a_directory(gen_file, tiny_models, tmp_path):
+    out = tmp_path / "flash"
+    manifest = simulate([gen_file], out, models=tiny_models, chunksize=CHUNK, oversample=3)
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["events_in"] == 40 and written["events_out"] == 120
+    assert written["inputs"] == [str(gen_file)] and written["seed"] == 1
+    assert set(written["models"]["models"]) >= {"muon_flow", "jet_flow", "met_flow"}
+    assert "torch" in written["models"]["versions"] and written["seconds"] > 0
+    files = sorted(out.glob("*.root"), key=lambda p: int(p.stem.split("_")[-2]))
+    assert [str(p) for p in files] == sorted(manifest["outputs"],
+                                             key=lambda p: int(p.split("_")[-2]))
+    assert len(files) > 1
+    events = _events(files)
+    source = read_chunk(gen_file, ["event", "genWeight"])
+    assert len(events["event"]) == 120
+    np.testing.assert_array_equal(events["flashsimReplica"], np.tile([0, 1, 2], 40))
+    np.testing.assert_array_equal(events["event"], np.repeat(source["event"], 3))
+    # the input has no Runs tree: sums come from genWeight, over the 3 copies
+    runs = [read_runs(p) for p in files]
+    sumw = sum(r["genEventSumw"].sum() for r in runs)
+    np.testing.assert_allclose(sumw, 3 * source["genWeight"].astype(np.float64).sum(), rtol=1e-6)
+    assert sum(r["genEventCount"].sum() for r in runs) == 120
+    met = ak.to_numpy(events["MET_pt"]).reshape(40, 3)
+    assert np.all(met[:, 0] != met[:, 1])
+    assert not list(tmp_path.glob(".flash.*"))  # no staging left
+
+
+def test_oversampling_scales_the_input_runs(reference_nano):
+    runs, source = scaled_runs(reference_nano, 2), read_runs(reference_nano)
+    np.testing.assert_allclose(runs["genEventSumw"], 2 * source["genEventSumw"])
+    np.testing.assert_allclose(runs["genEventSumw2"], 2 * source["genEventSumw2"])
+    np.testing.assert_array_equal(runs["genEventCount"], 2 * source["genEventCount"])
+
+
+def test_onnx_backend(gen_file, tiny_models, tmp_path):
+    from flashsim.models.onnx_export import export_onnx
+
+    onnx_models = tmp_path / "onnx"
+    export_onnx(tiny_models, onnx_models)
+    out = tmp_path / "onnx.root"
+    manifest = simulate([gen_file], out, models=onnx_models, backend="onnx", chunksize=20)
+    assert manifest["events_out"] == 40 and manifest["models"]["backend"] == "onnx"
+    events = open_events(out)
+    assert len(events) == 40
+    for values in (events.MET.pt, ak.flatten(events.Jet.pt), ak.flatten(events.Muon.pt)):
+        values = ak.to_numpy(values)
+        assert np.all(np.isfinite(values)) and np.all(values >= 0)
+
+
+def test_empty_input_gives_empty_nanoaod(reference_nano, tiny_models, tmp_path):
+    empty = tmp_path / "empty_gen.root"
+    write_nanoaod(empty, read_chunk(reference_nano, ["GenPart", "GenJet", "GenMET", "Pileup",
+                                                     "Generator", "genWeight", "run",
+                                                     "luminosityBlock", "event"], 0, 0))
+    out = tmp_path / "empty_flash.root"
+    manifest = simulate([empty], out, models=tiny_models)
+    assert manifest["events_out"] == 0
+    tree = uproot.open(out)["Events"]
+    assert tree.num_entries == 0
+    assert {"nMuon", "Muon_pt", "Jet_pt", "MET_pt", "GenPart_pt", "event"} <= set(tree.keys())
+    assert len(open_events(out)) == 0
+
+
+# -- the command line: bad input -> one message, exit 2, nothing written --------------------
+
+
+def _cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["flashsim", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, tiny_models):
+    no_gen = tmp_path / "no_gen.root"
+    write_nanoaod(no_gen, {"run": np.ones(3), "luminosityBlock": np.ones(3),
+                           "event": np.arange(3)})
+    text = tmp_path / "text.root"
+    text.write_text("not a ROOT file\n")
+    empty_models = tmp_path / "empty_models"
+    empty_models.mkdir()
+    incomplete = tmp_path / "incomplete_models"
+    incomplete.mkdir()
+    manifest = json.loads((tiny_models / "manifest.json").read_text())
+    del manifest["models"]["muon_flow"]
+    (incomplete / "manifest.json").write_text(json.dumps(manifest))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be\n")
+    return {"no_gen": no_gen, "text": text, "empty_models": empty_models,
+            "incomplete": incomplete, "blocker": blocker}
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no_gen", "lacks the NanoAOD branch"),
+        ("text", "not a readable ROOT file"),
+        ("missing", "does not exist"),
+        ("empty_models", "no manifest.json"),
+        ("incomplete", "lacks the models muon_flow"),
+        ("unwritable", "cannot write"),
+    ],
+)
+def test_bad_input_is_one_message(case, message, bad_inputs, reference_nano, tiny_models,
+                                  tmp_path, monkeypatch, capsys):
+    inputs = {"no_gen": bad_inputs["no_gen"], "text": bad_inputs["text"],
+              "missing": tmp_path / "nowhere.root"}.get(case, reference_nano)
+    models = {"empty_models": bad_inputs["empty_models"],
+              "incomplete": bad_inputs["incomplete"]}.get(case, tiny_models)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    output = bad_inputs["blocker"] / "flash.root" if case == "unwritable" else out_dir / "f.root"
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _cli(monkeypatch, capsys, "simulate", inputs, "-o", output, "--models", models)
+    assert code == 2
+    assert err.startswith("flashsim: error:") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before  # no partial output, no staging left
+
+
+def test_cli_process_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flashsim.cli", "simulate", str(tmp_path / "nowhere.root"),
+         "-o", str(tmp_path / "out.root")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.root").exists()
+
+
+def test_benchmark_command_runs(tiny_models, gen_file, monkeypatch, capsys):
+    from flashsim import benchmark
+
+    monkeypatch.setattr(sys, "argv", ["flashsim", "benchmark", "--input", str(gen_file),
+                                      "--models", str(tiny_models), "--chunksize", "40",
+                                      "--backend", "torch", "--gen-events", "3"])
+    main()
+    out = capsys.readouterr().out
+    for stage in benchmark.STAGES:
+        assert stage in out
+    assert "flash / generation" in out
