@@ -89,8 +89,9 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
                                        oversample=oversample, executor=executor,
                                        workers=workers, scheduler=scheduler,
                                        chunksize=chunksize, seed=seed, backend=backend)
-    click.echo(f"wrote {manifest['events_out']} events to {output} "
-               f"in {manifest['seconds']:.1f} s")
+    seconds = manifest["seconds"]
+    rate = f" ({manifest['events_out'] / seconds:.0f} events/s)" if seconds > 0 else ""
+    click.echo(f"wrote {manifest['events_out']} events to {output} in {seconds:.1f} s{rate}")
 
 
 @cli.command()

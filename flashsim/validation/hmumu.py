@@ -24,7 +24,6 @@ their GEN event and are not independent.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,9 +31,9 @@ import awkward as ak
 import numpy as np
 import uproot
 from coffea import processor
-from coffea.nanoevents import NanoAODSchema
 
 from flashsim.errors import FlashSimError
+from flashsim.processor import QuietNanoAODSchema, quiet_coffea
 from flashsim.validation import metrics, plots
 from flashsim.validation.report import write_json
 
@@ -241,11 +240,9 @@ def run_analysis(fileset: dict[str, Sequence[str | Path]], scales: dict[str, flo
         for path in map(Path, paths):
             if not path.is_file():
                 raise FlashSimError(f"{path} does not exist: check the sample paths of {dataset}")
-    runner = processor.Runner(executor=processor.IterativeExecutor(), schema=NanoAODSchema,
-                              chunksize=chunksize)
-    with warnings.catch_warnings():
-        # flashsim files carry no Electron/Photon/FsrPhoton: the schema warns per index branch
-        warnings.filterwarnings("ignore", message="Missing cross-reference index")
+    runner = processor.Runner(executor=processor.IterativeExecutor(),
+                              schema=QuietNanoAODSchema, chunksize=chunksize)
+    with quiet_coffea():
         output = runner({d: [str(p) for p in paths] for d, paths in fileset.items()},
                         processor_instance=HmumuProcessor(scales), treename="Events")
     result = {}
