@@ -129,7 +129,7 @@ def run_benchmark(
         raise FlashSimError("-n and --gen-events must be at least 1")
     if not chunk_sizes or min(chunk_sizes) < 1:
         raise FlashSimError("give chunk sizes of at least 1 event (--chunksize N, repeatable)")
-    loaded = {b: worker_models(None if models is None else str(models), b) for b in backends}
+    loaded = {b: worker_models(models, b) for b in backends}
     path = Path(input_path) if input_path else _cached_gen_file(process, n_events, seed)
     flash = []
     for backend in backends:

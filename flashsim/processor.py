@@ -105,10 +105,14 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-@functools.lru_cache(maxsize=4)
-def worker_models(directory: str | None, backend: str):
+def worker_models(directory: str | Path | None, backend: str):
     """:func:`flashsim.models.load_models`, once per process (coffea calls ``process``
     once per chunk, and a worker process serves many chunks)."""
+    return _cached_models(None if directory is None else str(directory), backend)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_models(directory: str | None, backend: str):
     from flashsim.models import load_models
 
     return load_models(directory, backend=backend)

@@ -73,7 +73,7 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    worker_models(None if models is None else str(models), backend)  # fail here, not on a worker
+    worker_models(models, backend)  # fail here, not on a worker
     output = Path(output)
     single_file = output.suffix == ".root"
     _check_writable(output, single_file)
@@ -146,7 +146,7 @@ def simulate_generated(
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     _check_writable(output, single_file=True)
-    loaded = worker_models(None if models is None else str(models), backend)
+    loaded = worker_models(models, backend)
     _ensure_dir(output.parent)
 
     done = 0
@@ -260,7 +260,7 @@ def _run(flash: FlashSimProcessor, inputs: list[Path], kind: str, workers: int,
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
                       oversample: int) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
-    chunk = simulate_chunk(gen, worker_models(None if models is None else str(models), backend),
+    chunk = simulate_chunk(gen, worker_models(models, backend),
                            chunk_rng(0, "", 0, 0), oversample=oversample)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
