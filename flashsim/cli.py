@@ -107,13 +107,16 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
               help="YAML with `defaults` and per-model `models.NAME` settings.")
 @click.option("--seed", type=int, default=None, help="Training seed (default 1).")
 @click.option("--max-events", type=int, default=None, help="Use at most N events in total.")
+@click.option("--model", "only", multiple=True,
+              help="Train only this model of OBJECT, e.g. jet_efficiency (repeatable).")
 def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
-          max_events) -> None:
+          max_events, only) -> None:
     """Train the models of OBJECT (muon, jet, fake_jet, met or all) on NANOAODSIM files."""
     from flashsim.models.training import train_object
 
     metrics = train_object(obj, list(data), model_dir, config_path=config_path,
-                           max_events=max_events, epochs=epochs, batch_size=batch_size,
+                           max_events=max_events, only=list(only) or None,
+                           epochs=epochs, batch_size=batch_size,
                            device=device, seed=seed)
     for name, m in metrics.items():
         click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "

@@ -37,6 +37,19 @@ def test_discrete_roundtrip_exact_and_frequencies(values, probs):
     assert set(np.unique(column.inverse(rng.uniform(-6, 6, 1000)))) <= set(map(float, values))
 
 
+def test_discrete_allowed_subset_snaps_to_the_nearest_allowed_bin():
+    # a value grid 0..6 fitted wider than the schema's jetId values {0, 2, 6}
+    column = ColumnTransform(ColumnSpec("jetId", "discrete"),
+                             {"values": [0.0, 1, 2, 3, 4, 5, 6], "allowed": [0.0, 2, 6]})
+    out = column.inverse(np.random.default_rng(0).uniform(-6, 6, 5000))
+    assert set(np.unique(out)) == {0.0, 2.0, 6.0}
+    width = 6.0 / 7
+    centre = lambda k: -3.0 + (k + 0.5) * width  # noqa: E731
+    # bin 1: lower half goes to 0, upper half to 2; bin 3 goes to 2, bin 5 to 6
+    y = np.array([centre(0), centre(1) - 0.1, centre(1) + 0.1, centre(3), centre(5)])
+    np.testing.assert_array_equal(column.inverse(y), [0, 0, 2, 2, 6])
+
+
 def test_spikes_and_continuous_roundtrip():
     rng = np.random.default_rng(2)
     x = np.exp(rng.normal(-2, 1, 6000))
@@ -53,6 +66,26 @@ def test_spikes_and_continuous_roundtrip():
     inside = ~spike & (np.abs(column.forward(x)) < 3.9)
     np.testing.assert_allclose(back[inside], x[inside], rtol=1e-9)
     assert np.mean(back == 0.0) == pytest.approx(0.3)
+
+
+def test_spikes_sit_at_the_end_they_belong_to():
+    # a b-tag discriminant: light jets pile up at exactly 0, b jets saturate at exactly 1
+    rng = np.random.default_rng(4)
+    x = rng.beta(0.5, 3.0, 8000)
+    x[:1500] = 0.0
+    x[1500:3500] = 1.0
+    column = ColumnTransform(ColumnSpec("btag", transform="logit")).fit(x)
+    y = column.forward(x, rng)
+    p = column.params
+    assert np.all(y[x == 1.0] > p["hi"] + 0.1) and np.all(y[x == 0.0] < p["lo"] - 0.1)
+    assert np.all(np.abs(y) < 5.0)
+    back = column.inverse(y)
+    np.testing.assert_array_equal(back[(x == 0) | (x == 1)], x[(x == 0) | (x == 1)])
+    assert np.mean(back == 1.0) == pytest.approx(0.25)
+    # an artifact fitted before spikes could go above keeps its old encoding
+    old = ColumnTransform(column.spec, {k: v for k, v in p.items() if k != "spike_high"})
+    assert np.all(old.forward(np.ones(10), rng) < p["lo"])
+    assert np.all(old.inverse(old.forward(x, rng))[(x == 0) | (x == 1)] == x[(x == 0) | (x == 1)])
 
 
 def test_preprocessor_json_roundtrip():
@@ -164,3 +197,24 @@ def test_load_models_errors(tmp_path, toy_dir):
         load_models(tmp_path)
     with pytest.raises(FlashSimError, match="lacks the models"):
         load_models(toy_dir[0])  # toy directory has none of the flashsim models
+
+
+def test_train_only_the_named_models(reference_nano, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from flashsim.cli import main
+    from flashsim.models.training import train_object
+
+    metrics = train_object("jet", [reference_nano], tmp_path, only=["jet_efficiency"], epochs=1,
+                           architecture=TINY, progress=False)
+    assert list(metrics) == ["jet_efficiency"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["jet_efficiency.json",
+                                                               "manifest.json"]
+    monkeypatch.setattr(sys, "argv", ["flashsim", "train", "jet", "--model", "muon_flow",
+                                      "--data", str(reference_nano), "-o", str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "--model muon_flow is not a model of jet" in error and "jet_flow" in error
+    assert not (tmp_path / "x").exists()

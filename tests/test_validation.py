@@ -232,11 +232,12 @@ def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     bench = json.loads((out / "metrics.json").read_text())
     assert bench["settings"]["n_events"] == 200 and bench["settings"]["oversample"] == 2
-    for dataset in ("vbf_hmumu_full", "vbf_hmumu_flash", "dy_mumu_full", "dy_mumu_flash"):
+    for dataset in ("vbf_hmumu_full", "vbf_hmumu_flash", "dy_mumu_105_160_full",
+                    "dy_mumu_105_160_flash"):
         cutflow = bench["cutflow"][dataset]
         yields = [row["yield"] for row in cutflow]
         assert yields[0] > 0 and all(a >= b for a, b in zip(yields, yields[1:], strict=False))
-    assert bench["oversampling"]["dy_mumu_flash"]["replicas"] == 2
+    assert bench["oversampling"]["dy_mumu_105_160_flash"]["replicas"] == 2
     summary = (out / "summary.md").read_text()
     for section in ("## Oversampling", "Good:"):
         assert section in summary
@@ -246,5 +247,25 @@ def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
     result = CliRunner().invoke(cli, [*args, "--oversample", "3"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert {p: p.stat().st_mtime_ns for p in samples} == samples
-    assert json.loads((out / "metrics.json").read_text())["oversampling"]["dy_mumu_flash"][
-        "replicas"] == 3
+    oversampling = json.loads((out / "metrics.json").read_text())["oversampling"]
+    assert oversampling["dy_mumu_105_160_flash"]["replicas"] == 3
+
+
+def test_significance_bootstrap_is_paired_over_gen_events():
+    from flashsim.validation.hmumu import _bootstrap_significance
+
+    rng = np.random.default_rng(3)
+    edges = np.linspace(0, 1, 6)
+    scores, keys = {}, {}
+    for process, n, shape in (("sig", 400, (3, 1)), ("bkg", 600, (1, 3))):
+        values = rng.beta(*shape, n)
+        ids = np.column_stack([np.ones(n), np.ones(n), np.arange(n)]).astype(np.uint64)
+        scores[f"{process}_full"] = (values, np.full(n, 0.1 if process == "sig" else 5.0))
+        keys[f"{process}_full"] = ids
+        # flash: two copies of every GEN event, each with half the weight, identical scores
+        scores[f"{process}_flash"] = (np.repeat(values, 2), np.repeat(scores[f"{process}_full"][1] / 2, 2))
+        keys[f"{process}_flash"] = np.repeat(ids, 2, axis=0)
+    boot = _bootstrap_significance(scores, keys, edges, ("sig", "bkg"), seed=1)
+    assert boot["err_full"] > 0.01
+    assert boot["err_flash"] == pytest.approx(boot["err_full"])
+    assert boot["err_difference"] == pytest.approx(0.0, abs=1e-12)

@@ -274,8 +274,10 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
 
 def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
                  config_path: str | Path | None = None, max_events: int | None = None,
-                 progress: bool = True, **overrides: Any) -> dict[str, dict]:
-    """Train every model of object ``obj`` (or ``"all"``) on NANOAODSIM files ``data``.
+                 only: list[str] | None = None, progress: bool = True,
+                 **overrides: Any) -> dict[str, dict]:
+    """Train every model of object ``obj`` (or ``"all"``) on NANOAODSIM files ``data``,
+    or the models named in ``only``.
 
     Writes the artifacts and an updated ``manifest.json`` into ``out_dir``; returns
     ``{model name: metrics}``.
@@ -287,6 +289,11 @@ def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
     unknown = [n for n in names if n not in OBJECTS]
     if unknown:
         raise FlashSimError(f"unknown object {obj!r}; choose one of {', '.join(OBJECTS)} or all")
+    available = [m for n in names for m in OBJECTS[n].MODELS]
+    wrong = sorted(set(only or ()) - set(available))
+    if wrong:
+        raise FlashSimError(f"--model {', '.join(wrong)} is not a model of {obj}; "
+                            f"choose from {', '.join(available)}")
     branches = sorted({b for n in names for b in OBJECTS[n].TRAINING_NAMES})
     chunk, provenance = read_training_chunk(list(data), branches, max_events)
     out_dir = Path(out_dir)
@@ -295,7 +302,7 @@ def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
     for name in names:
         module = OBJECTS[name]
         for model_name, table in module.training_tables(chunk).items():
-            if model_name not in module.MODELS:
+            if model_name not in module.MODELS or (only and model_name not in only):
                 continue
             config = load_config(config_path, model_name, **overrides)
             model = train_model(module.MODELS[model_name], table, out_dir, config, provenance,

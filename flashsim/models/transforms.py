@@ -6,11 +6,17 @@ model inside its spline domain :math:`[-5, 5]` (Durkan et al. 2019, arXiv:1906.0
 
 Continuous columns (``kind="continuous"``)
     1. *Spikes*: every exact value carrying at least ``SPIKE_FRACTION`` of the rows
-       (at most ``MAX_SPIKES``, e.g. isolation exactly 0, default values like -1) is
-       taken out of the continuous part. Spike :math:`j` is smoothed into the band
-       :math:`[\ell - g - (j+1)w,\ \ell - g - jw]` just below the lowest standardised
-       continuous value :math:`\ell`, with uniform noise (gap :math:`g`, width :math:`w`).
-       The inverse snaps anything below :math:`\ell - g/2` back to the exact spike value,
+       (at most ``MAX_SPIKES``, e.g. isolation exactly 0, default values like -1, a
+       tagger saturated at 1) is taken out of the continuous part. A spike at or below
+       the median of the continuous part goes *below* it: the :math:`j`-th such spike is
+       smoothed into the band :math:`[\ell - g - (j+1)w,\ \ell - g - jw]` under the
+       lowest standardised continuous value :math:`\ell`, with uniform noise (gap
+       :math:`g`, width :math:`w`); a spike above the median goes into the mirror band
+       over the highest value :math:`h`. Keeping each spike next to the end of the
+       distribution it belongs to matters: a b-tag discriminant piling up at exactly 1
+       for b jets and at exactly 0 for light jets would otherwise sit in neighbouring
+       bands, and the flow would trade one for the other. The inverse snaps anything
+       below :math:`\ell - g/2` (above :math:`h + g/2`) back to the exact spike value,
        so spike frequencies and their correlations with other columns are learnt by
        the flow like any other density feature.
     2. *Shape*: ``log`` :math:`t = \log(x + o)`, ``logit`` :math:`t = \log(x/(1-x))`
@@ -18,7 +24,8 @@ Continuous columns (``kind="continuous"``)
        :math:`t = \operatorname{sign}(x)\log(1 + |x|/s)` with :math:`s` the fitted median
        of :math:`|x|` (signed heavy tails like impact parameters), or ``none``.
     3. *Standardise* :math:`y = (t - \mu)/\sigma` and clamp to :math:`[-4, 4]`, which with
-       the spike bands keeps every value inside the spline domain.
+       the spike bands (at most :math:`4 + g + 2w = 4.8`) keeps every value inside the
+       spline domain.
 
 Discrete columns (``kind="discrete"``: booleans, integers, bit flags, categories)
     The value is mapped to its index :math:`k` in the sorted tuple of allowed values
@@ -29,6 +36,9 @@ Discrete columns (``kind="discrete"``: booleans, integers, bit flags, categories
     Ordering by value keeps ordinal structure (nested ID working points, counts, bit
     flags whose bits are cumulative) next to each other, which is what the spline learns
     most easily (uniform dequantisation: Uria et al. 2013, Theis et al. 2016).
+    An optional ``allowed`` subset of the values (an artifact whose value grid was fitted
+    wider than the schema allows) sends a sample that lands in a disallowed bin to the
+    allowed bin whose centre is nearest in :math:`y`.
 
 Context (conditioning) columns use the continuous path without spikes or noise.
 """
@@ -93,7 +103,9 @@ class ColumnTransform:
             spikes = [float(uniq[i]) for i in order if counts[i] >= SPIKE_FRACTION * len(x)]
         cont = x[~np.isin(x, spikes)] if spikes else x
         scale = float(np.median(np.abs(cont))) if len(cont) else 1.0
-        self.params = {"spikes": spikes, "scale": scale if scale > 0 else 1.0}
+        median = float(np.median(cont)) if len(cont) else 0.0
+        self.params = {"spikes": spikes, "spike_high": [s > median for s in spikes],
+                       "scale": scale if scale > 0 else 1.0}
         t = self._shape(cont)
         mean = float(np.mean(t)) if len(t) else 0.0
         std = float(np.std(t)) if len(t) else 1.0
@@ -115,10 +127,9 @@ class ColumnTransform:
             u = rng.uniform(size=x.shape) if rng is not None else 0.5
             return 6.0 * (k + u) / len(values) - 3.0
         y = np.clip((self._shape(x) - p["mean"]) / p["std"], p["lo"], p["hi"])
-        for j, spike in enumerate(p["spikes"]):
-            top = p["lo"] - _GAP - j * _WIDTH
+        for spike, (edge, side, j) in zip(p["spikes"], self._bands(), strict=True):
             u = rng.uniform(size=x.shape) if rng is not None else 0.5
-            y = np.where(x == spike, top - u * _WIDTH, y)
+            y = np.where(x == spike, edge + side * (_GAP + (j + u) * _WIDTH), y)
         return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
@@ -128,14 +139,36 @@ class ColumnTransform:
         if self.spec.kind == "discrete":
             values = np.asarray(p["values"], dtype=np.float64)
             k = np.clip(np.floor((y + 3.0) * len(values) / 6.0), 0, len(values) - 1)
-            return values[k.astype(np.int64)]
+            k = k.astype(np.int64)
+            if "allowed" in p:
+                keep = np.flatnonzero(np.isin(values, p["allowed"]))
+                centres = 6.0 * (keep + 0.5) / len(values) - 3.0
+                nearest = keep[np.argmin(np.abs(y[:, None] - centres[None, :]), axis=1)]
+                k = np.where(np.isin(k, keep), k, nearest)
+            return values[k]
         t = np.clip(y, p["lo"], p["hi"]) * p["std"] + p["mean"]
         x = self._unshape(t)
-        if p["spikes"]:
-            spikes = np.asarray(p["spikes"], dtype=np.float64)
-            j = np.clip(np.floor((p["lo"] - _GAP - y) / _WIDTH), 0, len(spikes) - 1)
-            x = np.where(y < p["lo"] - _GAP / 2, spikes[j.astype(np.int64)], x)
+        bands = self._bands()
+        for side in (-1, 1):
+            spikes = np.asarray([s for s, b in zip(p["spikes"], bands, strict=True) if b[1] == side])
+            if len(spikes):
+                edge = p["lo"] if side < 0 else p["hi"]
+                depth = side * (y - edge)
+                j = np.clip(np.floor((depth - _GAP) / _WIDTH), 0, len(spikes) - 1)
+                x = np.where(depth > _GAP / 2, spikes[j.astype(np.int64)], x)
         return x
+
+    def _bands(self) -> list[tuple[float, int, int]]:
+        """Per spike: the edge its band hangs from, the side (-1 below, +1 above), its rank."""
+        p = self.params
+        # artifacts written before spikes could go above the distribution lack the key
+        high = p.get("spike_high", [False] * len(p["spikes"]))
+        bands, rank = [], {-1: 0, 1: 0}
+        for is_high in high:
+            side = 1 if is_high else -1
+            bands.append((p["hi"] if is_high else p["lo"], side, rank[side]))
+            rank[side] += 1
+        return bands
 
     def _shape(self, x: np.ndarray) -> np.ndarray:
         kind, s = self.spec.transform, self.params["scale"]

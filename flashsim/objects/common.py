@@ -66,10 +66,8 @@ class TrainingTable:
 
 def allowed_values(collection: str, branch: str) -> tuple[float, ...] | None:
     """Allowed values of a discrete NanoAOD branch from the schema (None if open-ended)."""
-    try:
-        from flashsim.nanoaod.schema import load_schema
-    except ImportError:  # schema module not available: fall back to observed values
-        return None
+    from flashsim.nanoaod.schema import load_schema
+
     schema = load_schema()
     spec = (schema.collections[collection].branches.get(branch)
             if collection in schema.collections else schema.scalars.get(branch))

@@ -12,7 +12,11 @@ Conditioning :math:`c`: GenJet :math:`p_T, \eta, \phi`, mass; hadron flavour (b,
 parton flavour (gluon, light, heavy) as indicators; the nearest other GenJet
 (:math:`\Delta R`, :math:`p_T` ratio); the nearest GEN muon of :mod:`flashsim.objects.muon`
 (:math:`\Delta R`) and the GEN-muon :math:`p_T` fraction within :math:`\Delta R < 0.4`;
-``Pileup_nTrueInt``.
+``Pileup_nTrueInt``. The efficiency also conditions on the :math:`p_T` fraction carried by
+final-state muons beyond the muon acceptance (:math:`|\eta| \geq 2.5`): GenJets keep
+muons, the detector does not see them there, so a forward GenJet that is mostly a muon
+(frequent in Drell-Yan) has no RECO jet while a hadronic one at the same :math:`p_T, \eta`
+nearly always has.
 
 Targets: :math:`p_T^{reco}/p_T^{gen}` (log), :math:`\Delta\eta`, :math:`\Delta\phi`, mass,
 area, energy fractions, constituent counts, ``jetId``/``puId`` bit flags, b/c/quark-gluon
@@ -70,6 +74,7 @@ CONTEXT = (
     ColumnSpec("mu_ptfrac", transform="log", offset=1.0),
     ColumnSpec("pileup"),
 )
+EFFICIENCY_CONTEXT = (*CONTEXT, ColumnSpec("fwd_mu_ptfrac", transform="log", offset=1.0))
 
 #: Jet branches generated as they are (shared with the fake-jet model), with the transform
 #: applied before the flow. The b/c discriminants live in [0, 1] and matter most near 1
@@ -95,7 +100,7 @@ TARGETS = (
 )
 
 MODELS = {
-    "jet_efficiency": ModelSpec("jet_efficiency", "jet", "classifier", CONTEXT),
+    "jet_efficiency": ModelSpec("jet_efficiency", "jet", "classifier", EFFICIENCY_CONTEXT),
     "jet_flow": ModelSpec("jet_flow", "jet", "flow", CONTEXT, TARGETS),
 }
 
@@ -109,10 +114,8 @@ def gen_jets(gen: dict) -> ak.Array:
     near_pt = ak.fill_none(jets.pt[ak.mask(near_index, near_index >= 0)], 0.0)
     mu = gen_muons(gen)
     mu_dr, _ = nearest(jets.eta, jets.phi, mu.gen_eta, mu.gen_phi)
-    dr = np.hypot(jets.eta[:, :, None] - mu.gen_eta[:, None, :],
-                  delta_phi(jets.phi[:, :, None], mu.gen_phi[:, None, :]))
-    mu_pt = ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(mu.gen_pt[:, None, :], dr)[0], 0.0),
-                   axis=2)
+    part = gen["GenPart"]
+    forward = part[(part.status == 1) & (abs(part.pdgId) == 13) & (abs(part.eta) >= 2.5)]
     pileup = ak.broadcast_arrays(np.asarray(gen["Pileup"].nTrueInt, np.float64), jets.pt)[0]
     return ak.zip({
         "gen_pt": jets.pt, "gen_eta": jets.eta, "gen_phi": jets.phi, "gen_mass": jets.mass,
@@ -120,10 +123,19 @@ def gen_jets(gen: dict) -> ak.Array:
         "parton_light": 1 * ((parton >= 1) & (parton <= 3)),
         "parton_heavy": 1 * ((parton == 4) | (parton == 5)),
         "near_dr": np.minimum(near_dr, 5.0), "near_ptratio": near_pt / jets.pt,
-        "mu_dr": np.minimum(mu_dr, 5.0), "mu_ptfrac": mu_pt / jets.pt, "pileup": pileup,
+        "mu_dr": np.minimum(mu_dr, 5.0), "pileup": pileup,
+        "mu_ptfrac": _pt_within(jets, mu.gen_eta, mu.gen_phi, mu.gen_pt) / jets.pt,
+        "fwd_mu_ptfrac": _pt_within(jets, forward.eta, forward.phi, forward.pt) / jets.pt,
         "index": ak.local_index(jets.pt, axis=1),
         "hadronFlavour": jets.hadronFlavour, "partonFlavour": jets.partonFlavour,
     })
+
+
+def _pt_within(jets: ak.Array, eta: ak.Array, phi: ak.Array, pt: ak.Array) -> ak.Array:
+    r"""Per jet: the summed ``pt`` of the particles within :math:`\Delta R < 0.4` of it."""
+    dr = np.hypot(jets.eta[:, :, None] - eta[:, None, :],
+                  delta_phi(jets.phi[:, :, None], phi[:, None, :]))
+    return ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(pt[:, None, :], dr)[0], 0.0), axis=2)
 
 
 def jet_properties(reco: ak.Array) -> dict:
@@ -142,7 +154,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     reconstructed = ak.any(gen.index[:, :, None] == reco.genJetIdx[:, None, :], axis=2)
     w_gen, k_gen = ak.broadcast_arrays(weight, gen.gen_pt)[0], ak.broadcast_arrays(key, gen.gen_pt)[0]
     efficiency = TrainingTable(
-        {c.name: flat(gen[c.name]) for c in CONTEXT}, {"reconstructed": flat(reconstructed)},
+        {c.name: flat(gen[c.name]) for c in EFFICIENCY_CONTEXT}, {"reconstructed": flat(reconstructed)},
         flat(w_gen), np.asarray(ak.flatten(k_gen), dtype=np.uint64))
     reco = reco[matched]
     g = gen[reco.genJetIdx]
@@ -166,7 +178,7 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     done by :func:`flashsim.objects.crossref.merge_jets` and ``link``.
     """
     jets = gen_jets(gen)
-    columns = {c.name: flat(jets[c.name]) for c in CONTEXT}
+    columns = {c.name: flat(jets[c.name]) for c in EFFICIENCY_CONTEXT}
     p = models["jet_efficiency"].probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(jets)), axis=1))

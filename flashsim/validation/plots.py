@@ -37,8 +37,8 @@ def _label(ax) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    fig.subplots_adjust(left=0.17, right=0.95)
-    fig.savefig(path, dpi=_DPI)
+    # mplhep's CMS style puts axis labels at the figure edges: a tight box keeps them whole
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -157,6 +157,4 @@ def plot_matrix(matrix: np.ndarray, labels: list[str], title: str, path: Path) -
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_title(title, fontsize=14)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
+    _save(fig, path)
