@@ -98,3 +98,15 @@ def test_discrete_branches_on_allowed_values(held_out):
                 continue
             values = np.unique(ak.to_numpy(ak.flatten(flash[collection][field])))
             assert set(values.tolist()) <= set(spec.allowed), f"{collection}_{field}"
+
+
+def test_muon_working_points_agree_with_the_values_they_cut_on(held_out):
+    # NanoAOD's pfIsoId is a cut on pfRelIso04_all, mvaId on mvaTTH, ...: flash output must
+    # never hold a "tight isolated" muon whose isolation fails the tight cut
+    for events in held_out["dy_mumu"]:
+        mu = ak.flatten(events.Muon)
+        iso = ak.to_numpy(mu.pfRelIso04_all)
+        expected = sum((iso < cut).astype(int) for cut in (0.40, 0.25, 0.20, 0.15, 0.10, 0.05))
+        np.testing.assert_array_equal(ak.to_numpy(mu.pfIsoId), expected)
+        medium_prompt = ak.to_numpy(mu.mediumId & (abs(mu.dxy) < 0.02) & (abs(mu.dz) < 0.1))
+        np.testing.assert_array_equal(ak.to_numpy(mu.mediumPromptId), medium_prompt)

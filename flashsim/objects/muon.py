@@ -18,7 +18,9 @@ Targets: :math:`p_T^{reco}/p_T^{gen}` (log), :math:`\Delta\eta`, :math:`\Delta\p
 flip :math:`q^{reco} q^{gen} \in \{-1, 1\}`, :math:`\sigma_{p_T}/p_T`, impact parameters,
 isolations, MVA scores, ID booleans/working points, station/layer counts. Derived, not
 generated: ``pdgId`` (:math:`-13 q`), ``mass``, ``genPartIdx``, ``genPartFlav`` (from the
-GEN flags), ``jetIdx`` (:mod:`flashsim.objects.crossref`).
+GEN flags), ``jetIdx`` (:mod:`flashsim.objects.crossref`), and the working points CMS
+computes from other branches (``pfIsoId``, ``miniIsoId``, ``tkIsoId``, ``mvaId``,
+``softMvaId``, ``mediumPromptId``: :mod:`flashsim.nanoaod.muon_working_points`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import awkward as ak
 import numpy as np
 
 from flashsim.models.transforms import ColumnSpec
+from flashsim.nanoaod.muon_working_points import derived_ids
 from flashsim.objects.common import (
     ModelSpec,
     TrainingTable,
@@ -75,9 +78,11 @@ _CONTINUOUS = {
     "jetRelIso": "symlog", "jetPtRelv2": "symlog", "segmentComp": "none", "softMva": "none",
     "mvaLowPt": "none", "mvaTTH": "none", "tunepRelPt": "log",
 }
-_DISCRETE = ("isGlobal", "isTracker", "isPFcand", "looseId", "mediumId", "mediumPromptId",
-             "tightId", "softId", "softMvaId", "inTimeMuon", "triggerIdLoose", "highPtId",
-             "miniIsoId", "multiIsoId", "mvaId", "pfIsoId", "tkIsoId", "nStations",
+#: Working-point bits that NanoAOD computes from other branches (pfIsoId, mvaId, …) are
+#: not sampled: :func:`flashsim.nanoaod.muon_working_points.derived_ids` computes them from
+#: the sampled isolation, MVA and impact-parameter values, so they always agree.
+_DISCRETE = ("isGlobal", "isTracker", "isPFcand", "looseId", "mediumId", "tightId", "softId",
+             "inTimeMuon", "triggerIdLoose", "highPtId", "multiIsoId", "nStations",
              "nTrackerLayers", "tightCharge")
 #: Muon branches computed from the generated targets (not fields of the flow).
 _DERIVED_FROM = {"pt": "pt_ratio", "eta": "deta", "phi": "dphi", "charge": "charge_flip",
@@ -204,6 +209,7 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     if "ptErr_rel" in out:
         fields["ptErr"] = out.pop("ptErr_rel") * pt
     fields.update(out)
+    fields.update(derived_ids(fields))  # replaces the sampled bits of older artifacts
     fields["genPartIdx"] = flat(mu.index)
     fields["genPartFlav"] = flat(_gen_flav(mu))
     record = ak.unflatten(ak.zip(typed("Muon", fields)), counts)

@@ -13,6 +13,7 @@ from collections import defaultdict
 import awkward as ak
 import numpy as np
 
+from flashsim.nanoaod.muon_working_points import derived_ids
 from flashsim.refdet.calorimeter import KIND_MU, pf_candidates
 from flashsim.refdet.config import DetectorConfig
 from flashsim.refdet.jets import cluster_jets
@@ -158,10 +159,9 @@ class ReferenceDetector:
         m["mvaTTH"] = np.tanh(1.8 - 8.0 * m["miniPFRelIso_all"] - 0.25 * m["sip3d"]
                               - 1.2 * np.minimum(m["jetRelIso"], 2.0) + 0.4 * m["mediumId"]
                               + 0.1 * rng.standard_normal(k))
-        m["mvaId"] = ((m["mvaTTH"] > -0.6).astype(np.uint8) + (m["mvaTTH"] > -0.2) + (m["mvaTTH"] > 0.15)).astype(np.uint8) * m["mediumId"]
         m["softMva"] = np.tanh(2.5 * m["segmentComp"] - 1.2 + 0.6 * m["isGlobal"] - 0.1 * m["_chi2"]
                                + 0.1 * rng.standard_normal(k))
-        m["softMvaId"] = m["softMva"] > 0.58
+        m.update(derived_ids(m))
         m["mvaLowPt"] = np.tanh(3.0 * (m["segmentComp"] - 0.5) + 0.2 * rng.standard_normal(k))
         mini, rel = m["miniPFRelIso_all"], np.where(has, ratio, 1.0)
         ptrel = m["jetPtRelv2"]

@@ -127,7 +127,6 @@ def muon_ids(mu: dict) -> dict:
     high = np.where(high_glob, 2, np.where(high_trk, 1, 0)).astype(np.uint8)
     return {
         "looseId": loose, "mediumId": medium, "tightId": tight, "softId": soft, "highPtId": high,
-        "mediumPromptId": medium & (adxy < 0.02) & (adz < 0.1),
         "triggerIdLoose": loose | soft, "tightCharge": np.where(rel_err < 0.2, 2, 0).astype(np.int32),
         "selected": (mu["pt"] > 3.0) & (loose | soft | (high > 0)),
     }
@@ -166,11 +165,4 @@ def isolation(mu: dict, pf: dict, pf_chs: np.ndarray, rho: np.ndarray, n_events:
     r = 10.0 / np.clip(pt, 50.0, 200.0)
     out["miniPFRelIso_chg"] = ch / pt
     out["miniPFRelIso_all"] = (ch + np.maximum(0.0, nu - rho[mu["evt"]] * ea * (r / 0.3) ** 2)) / pt
-    iso = out["pfRelIso04_all"]
-    out["pfIsoId"] = np.searchsorted(-np.array([0.40, 0.25, 0.20, 0.15, 0.10, 0.05]), -iso,
-                                     side="left").astype(np.uint8)
-    mini = out["miniPFRelIso_all"]
-    out["miniIsoId"] = ((mini < 0.40).astype(np.uint8) + (mini < 0.20) + (mini < 0.10) + (mini < 0.05)).astype(np.uint8)
-    tk = out["tkRelIso"]
-    out["tkIsoId"] = ((tk < 0.10).astype(np.uint8) + (tk < 0.05)).astype(np.uint8)
     return out
