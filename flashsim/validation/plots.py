@@ -28,11 +28,11 @@ plt.rcParams.update({"xtick.minor.visible": False, "ytick.minor.visible": False}
 
 
 def _label(ax) -> None:
-    # hep.cms.label draws the whole figure to place its text (~1 s per figure);
-    # two plain texts give the same CMS-style header at no cost.
-    ax.text(0.0, 1.01, "CMS", transform=ax.transAxes, fontsize=20, fontweight="bold",
+    # CMS style, but not the CMS label: these figures are not CMS results. hep.cms.label
+    # draws the whole figure to place its text (~1 s per figure); two plain texts are free.
+    ax.text(0.0, 1.01, "flashsim", transform=ax.transAxes, fontsize=20, fontweight="bold",
             va="bottom", ha="left")
-    ax.text(0.14, 1.01, "Simulation", transform=ax.transAxes, fontsize=16, style="italic",
+    ax.text(0.25, 1.01, "Simulation", transform=ax.transAxes, fontsize=16, style="italic",
             va="bottom", ha="left")
 
 
