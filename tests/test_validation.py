@@ -259,12 +259,13 @@ def test_significance_bootstrap_is_paired_over_gen_events():
     scores, keys = {}, {}
     for process, n, shape in (("sig", 400, (3, 1)), ("bkg", 600, (1, 3))):
         values = rng.beta(*shape, n)
-        ids = np.column_stack([np.ones(n), np.ones(n), np.arange(n)]).astype(np.uint64)
+        ids = {"run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
+               "event": np.arange(n, dtype=np.uint64)}
         scores[f"{process}_full"] = (values, np.full(n, 0.1 if process == "sig" else 5.0))
         keys[f"{process}_full"] = ids
         # flash: two copies of every GEN event, each with half the weight, identical scores
         scores[f"{process}_flash"] = (np.repeat(values, 2), np.repeat(scores[f"{process}_full"][1] / 2, 2))
-        keys[f"{process}_flash"] = np.repeat(ids, 2, axis=0)
+        keys[f"{process}_flash"] = {k: np.repeat(v, 2) for k, v in ids.items()}
     boot = _bootstrap_significance(scores, keys, edges, ("sig", "bkg"), seed=1)
     assert boot["err_full"] > 0.01
     assert boot["err_flash"] == pytest.approx(boot["err_full"])

@@ -421,8 +421,7 @@ def _classifier(prepared: dict, samples: dict[str, str], outdir: Path | None, se
             scores[dataset] = (model.predict_proba(_features(c, mask))[:, 1] if mask.any()
                                else np.empty(0), c["weight"][mask] / max(odd, 1e-12))
             sources[dataset] = source[mask]
-            keys[dataset] = np.column_stack([c[k][mask].astype(np.uint64)
-                                             for k in ("run", "luminosityBlock", "event")])
+            keys[dataset] = {k: c[k][mask] for k in ("run", "luminosityBlock", "event")}
     edges = np.unique(np.concatenate([[0.0], np.quantile(scores[f"{sig}_full"][0], np.linspace(
         0, 1, 11)[1:-1]) if scores[f"{sig}_full"][0].size else [], [1.0 + 1e-9]]))
     hists = {d: _binned_yield(v, w, sources[d], edges) for d, (v, w) in scores.items()}
@@ -459,16 +458,13 @@ def _bootstrap_significance(scores: dict, keys: dict, edges: np.ndarray,
     binned: dict[str, np.ndarray] = {}
     for process in processes:
         datasets = [f"{process}_{role}" for role in ("full", "flash")]
-        ids = np.concatenate([keys[d] for d in datasets]) if any(len(keys[d]) for d in datasets) \
-            else np.empty((0, 3), np.uint64)
-        _, inverse = np.unique(ids, axis=0, return_inverse=True)
-        poisson = rng.poisson(1.0, size=(n, int(inverse.max()) + 1 if inverse.size else 0))
-        start = 0
-        for d in datasets:
+        source = _source_index({k: np.concatenate([keys[d][k] for d in datasets])
+                                for k in keys[datasets[0]]})
+        poisson = rng.poisson(1.0, size=(n, int(source.max(initial=-1)) + 1))
+        rows_of = np.split(source, [len(scores[datasets[0]][0])])
+        for d, rows in zip(datasets, rows_of, strict=True):
             values, weight = scores[d]
             which = np.clip(np.digitize(values, edges) - 1, 0, nb - 1)
-            rows = inverse.ravel()[start:start + len(values)]
-            start += len(values)
             one_hot = np.zeros((len(values), nb))
             one_hot[np.arange(len(values)), which] = weight
             binned[d] = poisson[:, rows] @ one_hot  # (replicas, bins)
