@@ -3,18 +3,22 @@ compared with generating the events in the first place?
 
 On one GEN NanoAOD file (by default ``n_events`` Pythia events of ``process``, made
 once with :func:`flashsim.generation.generate_file` and cached in the temporary
-directory), the whole path of the :class:`~flashsim.processor.FlashSimProcessor` is
-timed chunk by chunk and split into its stages:
+directory), the path of ``flashsim simulate`` is timed — the
+:class:`~flashsim.processor.FlashSimProcessor` under coffea's ``Runner`` with the
+iterative executor (:func:`flashsim.simulation.run_processor`), one chunk file per
+chunk, the same per-chunk random streams and one torch thread — and split into its
+stages, as the processor records them:
 
-- ``read``: coffea NanoEvents of the chunk -> GEN chunk (what the processor reads);
 - ``muon``, ``jet``, ``fake_jet``, ``met_pv``: each object's models
   (efficiency -> flow -> post-processing), from :func:`flashsim.objects.simulate_reco`;
 - ``assembly``: jets merged, pT-ordered, muon-jet cross-references rebuilt;
-- ``write``: the NanoAOD writer (GEN passed through + flash RECO).
+- ``write``: the NanoAOD writer (GEN passed through + flash RECO), one file per chunk;
+- ``read``: everything else of the run's wall time — coffea opening the file and
+  building each chunk's NanoEvents, the GEN chunk taken from them, the input's Runs rows.
 
-for every backend and chunk size asked for. The same run times Pythia generation
-alone (GEN NanoAOD out) and generation + the reference detector (NANOAODSIM out)
-on ``gen_events`` events, so that
+for every backend and chunk size asked for; ``total`` is the wall time of the run, models
+already loaded. The same run times Pythia generation alone (GEN NanoAOD out) and
+generation + the reference detector (NANOAODSIM out) on ``gen_events`` events, so that
 
 .. math::  \\text{cost ratio} = \\frac{t_\\text{flash} / \\text{event}}{t_\\text{generation} / \\text{event}}
 
@@ -47,45 +51,28 @@ def _cached_gen_file(process: str, n_events: int, seed: int) -> Path:
     return path
 
 
-def measure_flash(path: Path, models, chunk_size: int, *, seed: int = 1) -> dict[str, float]:
+def measure_flash(path: Path, chunk_size: int, *, models: str | Path | None = None,
+                  backend: str = "torch", seed: int = 1) -> dict[str, float]:
     """Seconds per stage (:data:`STAGES`) to flash-simulate ``path`` in chunks of
-    ``chunk_size`` with the loaded ``models``, plus ``events`` and ``total``."""
-    from coffea.nanoevents import NanoEventsFactory
+    ``chunk_size`` as ``flashsim simulate`` does (iterative executor), plus ``events``
+    and ``total`` (the run's wall time).
 
-    from flashsim.nanoaod.reader import num_entries
-    from flashsim.nanoaod.writer import NanoAODWriter
-    from flashsim.objects import simulate_reco
-    from flashsim.processor import (
-        QuietNanoAODSchema,
-        chunk_rng,
-        gen_chunk_from_events,
-        quiet_coffea,
-        replicate,
-    )
+    Load the models first (:func:`flashsim.runtime.worker_models`) to leave loading out.
+    """
+    from flashsim.processor import FlashSimProcessor
+    from flashsim.simulation import run_processor
 
-    n_events = num_entries(path)
-    timings = dict.fromkeys(STAGES, 0.0)
-    with tempfile.TemporaryDirectory() as scratch, quiet_coffea():
-        writer = NanoAODWriter(Path(scratch) / "flash.root")
-        with writer:
-            for start in range(0, n_events, chunk_size):
-                stop = min(start + chunk_size, n_events)
-                began = time.perf_counter()
-                events = NanoEventsFactory.from_root(
-                    {str(path): "Events"}, schemaclass=QuietNanoAODSchema, mode="virtual",
-                    entry_start=start, entry_stop=stop,
-                ).events()
-                gen = replicate(gen_chunk_from_events(events), 1)
-                timings["read"] += time.perf_counter() - began
-                reco = simulate_reco(gen, models, chunk_rng(seed, str(path), start, stop),
-                                     timings)
-                began = time.perf_counter()
-                writer.write({**gen, **reco})
-                timings["write"] += time.perf_counter() - began
-            began = time.perf_counter()
-        timings["write"] += time.perf_counter() - began  # closing: Runs tree, rename
-    timings["total"] = sum(timings[s] for s in STAGES)
-    timings["events"] = n_events
+    with tempfile.TemporaryDirectory() as scratch:
+        flash = FlashSimProcessor(scratch, models=models, seed=seed, backend=backend)
+        began = time.perf_counter()
+        result = run_processor(flash, [Path(path)], chunksize=chunk_size)
+        wall = time.perf_counter() - began
+    measured = result.get("stage_seconds", {})
+    timings = {s: measured.get(s, 0.0) for s in STAGES if s != "read"}
+    timings["read"] = max(wall - sum(timings.values()), 0.0)
+    timings = {s: timings[s] for s in STAGES}
+    timings["total"] = wall
+    timings["events"] = result.get("events_in", 0)
     return timings
 
 
@@ -121,7 +108,7 @@ def run_benchmark(
     ``generation``: events, seconds for generation alone and with the reference detector.
     """
     from flashsim.generation import PROCESSES
-    from flashsim.processor import worker_models
+    from flashsim.runtime import worker_models
 
     if process not in PROCESSES:
         raise FlashSimError(f"unknown process {process!r}; choose one of {', '.join(PROCESSES)}")
@@ -129,12 +116,13 @@ def run_benchmark(
         raise FlashSimError("-n and --gen-events must be at least 1")
     if not chunk_sizes or min(chunk_sizes) < 1:
         raise FlashSimError("give chunk sizes of at least 1 event (--chunksize N, repeatable)")
-    loaded = {b: worker_models(models, b) for b in backends}
+    for backend in backends:  # load (and check) the models before any timing
+        worker_models(models, backend)
     path = Path(input_path) if input_path else _cached_gen_file(process, n_events, seed)
     flash = []
     for backend in backends:
         for size in chunk_sizes:
-            timings = measure_flash(path, loaded[backend], size, seed=seed)
+            timings = measure_flash(path, size, models=models, backend=backend, seed=seed)
             flash.append({"backend": backend, "chunk_size": size, **timings})
     gen_events = gen_events or min(n_events, 200)
     generation = {"process": process, "events": gen_events,

@@ -15,9 +15,6 @@ from flashsim.errors import FlashSimError
 
 __all__ = ["main"]
 
-_existing_files = click.Path(exists=False, dir_okay=False, path_type=Path)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flashsim")
 def cli() -> None:
@@ -169,10 +166,10 @@ def validate(full, flash, output, plots_mode, seed) -> None:
               help="Report directory (samples/, PNGs, summary.md, metrics.json).")
 def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output) -> None:
     """VBF H->mumu benchmark: held-out samples, full vs flash, one coffea analysis."""
-    from flashsim.validation import run_benchmark
+    from flashsim.validation import run_hmumu_benchmark
 
-    run_benchmark(output, n_events=n_events, jobs=jobs, oversample=oversample, seed=seed,
-                  lumi_fb=lumi_fb, models=models)
+    run_hmumu_benchmark(output, n_events=n_events, jobs=jobs, oversample=oversample, seed=seed,
+                        lumi_fb=lumi_fb, models=models)
     click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
 
 

@@ -3,15 +3,17 @@
 :class:`FlashSimProcessor` only orchestrates. Per chunk it
 
 1. takes every GEN collection and the event ids from the NanoEvents
-   (:func:`gen_names`; the RECO collections of a NANOAODSIM input are not copied);
-2. replicates every event ``oversample`` times (branch ``flashsimReplica``);
-3. calls :func:`flashsim.objects.simulate_reco` — efficiency, flow and
-   post-processing of every object, cross-references rebuilt;
-4. writes GEN + flash RECO with the project's NanoAOD writer;
-5. returns the bookkeeping as a coffea accumulator.
+   (:func:`gen_chunk_from_events`; the RECO collections of a NANOAODSIM input are
+   not copied);
+2. simulates the chunk with :func:`flashsim.runtime.simulate_chunk`: every event
+   replicated ``oversample`` times (branch ``flashsimReplica``), then efficiency, flow
+   and post-processing of every object, cross-references rebuilt;
+3. writes GEN + flash RECO with the project's NanoAOD writer;
+4. returns the bookkeeping as a coffea accumulator.
 
-Randomness is derived per chunk from ``(seed, file UUID, entry range)``, so the
-output does not depend on the executor or on the number of workers.
+Randomness is derived per chunk from ``(seed, file UUID, entry range)``
+(:func:`flashsim.runtime.chunk_rng`) and torch runs on one thread, so the output does
+not depend on the executor or on the number of workers.
 
 It runs under any coffea ``Runner``::
 
@@ -26,125 +28,29 @@ It runs under any coffea ``Runner``::
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import time
-import warnings
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 from coffea import processor
-from coffea.nanoevents import NanoAODSchema
 
-from flashsim.nanoaod.reader import read_runs
 from flashsim.nanoaod.schema import load_schema
 from flashsim.nanoaod.writer import write_nanoaod
+from flashsim.runtime import (
+    QuietNanoAODSchema,
+    chunk_rng,
+    gen_names,
+    one_torch_thread,
+    quiet_coffea,
+    scaled_runs,
+    simulate_chunk,
+    worker_models,
+)
 
-__all__ = [
-    "FlashSimProcessor",
-    "QuietNanoAODSchema",
-    "chunk_rng",
-    "gen_names",
-    "one_torch_thread",
-    "quiet_coffea",
-    "replicate",
-    "scaled_runs",
-    "simulate_chunk",
-    "worker_models",
-]
-
-_GEN_SINGLES = ("Pileup", "Generator", "run", "luminosityBlock", "event")
-
-
-def gen_names() -> tuple[str, ...]:
-    """The schema names passed through from input to output: every GEN collection
-    (``Gen*``, ``genWeight``, ``Pileup``, ``Generator``) and the event ids."""
-    schema = load_schema()
-    return tuple(n for n in [*schema.collections, *schema.scalars]
-                 if n.lower().startswith("gen") or n in _GEN_SINGLES)
-
-
-@contextlib.contextmanager
-def quiet_coffea() -> Iterator[None]:
-    """Silence coffea's warnings (collections a GEN or flash file does not have,
-    4-vector fill-ins) for the calls inside the block only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"coffea(\.|$)")
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"coffea(\.|$)")
-        yield
-
-
-class QuietNanoAODSchema(NanoAODSchema):
-    """:class:`coffea.nanoevents.NanoAODSchema` without its warnings about the RECO
-    collections and cross-references a GEN input (or our output) lacks."""
-
-    def _build_collections(self, field_names, input_contents):
-        with quiet_coffea():
-            return super()._build_collections(field_names, input_contents)
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block.
-
-    A float32 matrix product can round differently with another thread count, and
-    a worker process does not inherit the parent's setting: one thread everywhere
-    keeps the output bit-identical across executors. Parallelism comes from the
-    executor's workers, one core each.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def worker_models(directory: str | Path | None, backend: str):
-    """:func:`flashsim.models.load_models`, once per process (coffea calls ``process``
-    once per chunk, and a worker process serves many chunks)."""
-    return _cached_models(None if directory is None else str(directory), backend)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_models(directory: str | None, backend: str):
-    from flashsim.models import load_models
-
-    return load_models(directory, backend=backend)
-
-
-def chunk_rng(seed: int, file_key: str, entry_start: int, entry_stop: int) -> np.random.Generator:
-    """The random generator of one chunk, a pure function of the chunk's identity."""
-    sequence = np.random.SeedSequence(
-        [seed, zlib.crc32(file_key.encode()), int(entry_start), int(entry_stop)]
-    )
-    return np.random.default_rng(sequence)
-
-
-def replicate(gen: dict, copies: int) -> dict:
-    """Repeat every event ``copies`` times, adjacent, and number the copies.
-
-    The copies keep the source ``run``/``luminosityBlock``/``event``; the branch
-    ``flashsimReplica`` (0..copies-1) tells them apart.
-    """
-    n_events = len(gen["event"])
-    index = np.repeat(np.arange(n_events), copies)
-    out = {name: array[index] for name, array in gen.items()}
-    out["flashsimReplica"] = np.tile(np.arange(copies, dtype=np.uint32), n_events)
-    return out
-
-
-def simulate_chunk(gen: dict, models, rng: np.random.Generator, *, oversample: int = 1) -> dict:
-    """GEN chunk in, GEN + flash RECO chunk out (in the writer's chunk format)."""
-    from flashsim.objects import simulate_reco
-
-    gen = replicate(gen, oversample)
-    return {**gen, **simulate_reco(gen, models, rng)}
+# QuietNanoAODSchema is the schema to run the processor with; it is exported from here too,
+# so that a coffea analysis imports everything it needs from one module.
+__all__ = ["FlashSimProcessor", "QuietNanoAODSchema", "gen_chunk_from_events"]
 
 
 def gen_chunk_from_events(events) -> dict:
@@ -173,8 +79,8 @@ class FlashSimProcessor(processor.ProcessorABC):
     Parameters
     ----------
     output_dir:
-        Where the chunk files go (one file per chunk, named after the dataset,
-        the input file UUID and the entry range).
+        Where the chunk files go (an existing directory; one file per chunk, named
+        after the dataset, the input file UUID and the entry range).
     models:
         A model directory; ``None`` means the shipped defaults. Models are
         loaded once per worker process, not shipped with the processor.
@@ -184,6 +90,34 @@ class FlashSimProcessor(processor.ProcessorABC):
         Simulate every GEN event this many times with independent noise.
     backend:
         ``"torch"`` or ``"onnx"``.
+
+    The accumulator holds the chunk files (``chunks``), ``events_in``, ``events_out``,
+    ``seconds`` and ``stage_seconds``: the seconds per stage — ``read`` (GEN chunk from
+    the NanoEvents, Runs rows of the input), ``muon``, ``jet``, ``fake_jet``, ``assembly``, ``met_pv``
+    (:func:`flashsim.objects.simulate_reco`) and ``write`` — summed over chunks.
+
+    Examples
+    --------
+    Twenty Pythia Drell-Yan events, two chunks of ten, every event simulated twice:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from coffea import processor
+    >>> from flashsim.generation import generate_file
+    >>> from flashsim.processor import FlashSimProcessor, QuietNanoAODSchema
+    >>> work = Path(tempfile.mkdtemp())
+    >>> generate_file("dy_mumu", 20, work / "gen.root", seed=1)
+    >>> (work / "flash").mkdir()
+    >>> runner = processor.Runner(processor.IterativeExecutor(), chunksize=10,
+    ...                           schema=QuietNanoAODSchema)
+    >>> result = runner({"dy": [str(work / "gen.root")]},
+    ...                 FlashSimProcessor(work / "flash", oversample=2), treename="Events")
+    >>> result["events_in"], result["events_out"]
+    (20, 40)
+    >>> [(c["entry_start"], c["entry_stop"]) for c in result["chunks"]]
+    [(0, 10), (10, 20)]
+    >>> sorted(result["stage_seconds"])
+    ['assembly', 'fake_jet', 'jet', 'met_pv', 'muon', 'read', 'write']
     """
 
     def __init__(
@@ -207,22 +141,27 @@ class FlashSimProcessor(processor.ProcessorABC):
 
     def _process(self, events) -> dict:
         started = time.perf_counter()
+        stages: dict[str, float] = {}
         meta = events.metadata
         file_key = str(meta.get("fileuuid") or meta["filename"])
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
         models = worker_models(self.models, self.backend)
         rng = chunk_rng(self.seed, file_key, start, stop)
 
+        began = time.perf_counter()
         gen = gen_chunk_from_events(events)
-        chunk = simulate_chunk(gen, models, rng, oversample=self.oversample)
         # Only the first chunk of a file carries that file's Runs rows, so that
         # the Runs trees of all chunk files add up to the input's totals.
         runs = scaled_runs(meta["filename"], self.oversample)
         if runs is not None and start > 0:
             runs = _no_runs()
+        stages["read"] = time.perf_counter() - began
+        chunk = simulate_chunk(gen, models, rng, oversample=self.oversample, timings=stages)
+        began = time.perf_counter()
         name = f"{meta.get('dataset', 'flash')}_{file_key[:12]}_{start}_{stop}.root"
         path = Path(self.output_dir) / name
         write_nanoaod(path, chunk, runs=runs)
+        stages["write"] = time.perf_counter() - began
         return {
             # a plain list: coffea's list_accumulator cannot be added to a list
             "chunks": [{"path": str(path), "dataset": meta.get("dataset"),
@@ -230,22 +169,11 @@ class FlashSimProcessor(processor.ProcessorABC):
             "events_in": len(gen["event"]),
             "events_out": len(chunk["event"]),
             "seconds": time.perf_counter() - started,
+            "stage_seconds": stages,
         }
 
     def postprocess(self, accumulator: dict) -> dict:
         return accumulator
-
-
-def scaled_runs(path: str, oversample: int) -> dict | None:
-    """The input's Runs tree with counts and sums of weights scaled by the oversampling."""
-    runs = read_runs(path)
-    if runs is None:
-        return None
-    scaled = dict(runs)
-    scaled["genEventCount"] = np.asarray(runs["genEventCount"]) * oversample
-    scaled["genEventSumw"] = np.asarray(runs["genEventSumw"]) * oversample
-    scaled["genEventSumw2"] = np.asarray(runs["genEventSumw2"]) * oversample
-    return scaled
 
 
 def _no_runs() -> dict:

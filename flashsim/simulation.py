@@ -26,8 +26,8 @@ import numpy as np
 from flashsim.errors import FlashSimError
 from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, open_tree, read_chunk, read_runs
 from flashsim.nanoaod.writer import NanoAODWriter
-from flashsim.processor import (
-    FlashSimProcessor,
+from flashsim.processor import FlashSimProcessor
+from flashsim.runtime import (
     QuietNanoAODSchema,
     chunk_rng,
     gen_names,
@@ -37,7 +37,7 @@ from flashsim.processor import (
     worker_models,
 )
 
-__all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "simulate", "simulate_generated"]
+__all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "run_processor", "simulate", "simulate_generated"]
 
 EXECUTORS = ("iterative", "futures", "dask")
 FLASH_COLLECTIONS = ("Muon", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
@@ -84,7 +84,8 @@ def simulate(
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
                                   backend=backend)
         nonempty = [p for p in inputs if entries[str(p)] > 0]
-        result = _run(flash, nonempty, executor, workers, scheduler, chunksize) if nonempty else {}
+        result = run_processor(flash, nonempty, executor=executor, workers=workers,
+                               scheduler=scheduler, chunksize=chunksize) if nonempty else {}
         order = {str(p): i for i, p in enumerate(inputs)}
         chunks = sorted(result.get("chunks", []),
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
@@ -229,13 +230,18 @@ def _executor(kind: str, workers: int, scheduler: str | None):
                                   unit="chunk")
 
 
-def _run(flash: FlashSimProcessor, inputs: list[Path], kind: str, workers: int,
-         scheduler: str | None, chunksize: int) -> dict:
+def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str = "iterative",
+                  workers: int = 1, scheduler: str | None = None,
+                  chunksize: int = 100_000) -> dict:
+    """Run ``flash`` over the ``Events`` trees of ``inputs`` (dataset ``flash``) with coffea's
+    ``Runner`` and the ``executor`` asked for; return the processor's accumulator.
+
+    A :class:`FlashSimError` raised in a worker reaches the caller as itself."""
     from coffea import processor
 
-    executor = _executor(kind, workers, scheduler)
+    pool = _executor(executor, workers, scheduler)
     try:
-        runner = processor.Runner(executor=executor, chunksize=chunksize,
+        runner = processor.Runner(executor=pool, chunksize=chunksize,
                                   schema=QuietNanoAODSchema)
         fileset = {"flash": {"files": {str(p): "Events" for p in inputs}}}
         with quiet_coffea():
@@ -249,7 +255,7 @@ def _run(flash: FlashSimProcessor, inputs: list[Path], kind: str, workers: int,
             raise FlashSimError(str(cause)) from None
         raise
     finally:
-        client = getattr(executor, "client", None)
+        client = getattr(pool, "client", None)
         if client is not None:
             cluster = client.cluster
             client.close()

@@ -13,7 +13,7 @@ import uproot
 
 from flashsim.cli import main
 from flashsim.nanoaod import load_schema, open_events, read_chunk, read_runs, write_nanoaod
-from flashsim.processor import gen_names, scaled_runs
+from flashsim.runtime import gen_names, scaled_runs
 from flashsim.simulation import simulate
 
 # several chunks per run (coffea balances them: 40 events in chunks of <= 15 -> 14, 14, 12)

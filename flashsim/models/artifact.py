@@ -248,6 +248,18 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     Raises :class:`FlashSimError` when the directory is missing, has no manifest, lacks
     a required model, or when an artifact's context features differ from the features
     the object modules of this flashsim version compute.
+
+    >>> from flashsim.models import load_models
+    >>> models = load_models()  # the shipped models, on the torch backend
+    >>> {"muon_efficiency", "muon_flow", "jet_flow", "met_flow"} <= set(models)
+    True
+    >>> models.backend, models["muon_flow"].kind, models["muon_efficiency"].kind
+    ('torch', 'flow', 'classifier')
+    >>> models["muon_efficiency"].context.names[:3]
+    ['gen_pt', 'gen_eta', 'gen_phi']
+    >>> load_models("no/such/directory")
+    Traceback (most recent call last):
+    flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
     """
     from flashsim.objects import MODEL_SPECS
 

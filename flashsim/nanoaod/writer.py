@@ -346,6 +346,28 @@ def write_nanoaod(
     runs: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write one chunk as a complete NanoAOD file (see :class:`NanoAODWriter`)."""
+    """Write one chunk as a complete NanoAOD file (see :class:`NanoAODWriter`).
+
+    Two events, the first with two muons; dtypes, counters and the Runs tree follow NanoAOD:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import awkward as ak
+    >>> import numpy as np
+    >>> import uproot
+    >>> path = Path(tempfile.mkdtemp()) / "two_events.root"
+    >>> write_nanoaod(path, {
+    ...     "run": np.ones(2), "luminosityBlock": np.ones(2), "event": np.array([7, 8]),
+    ...     "genWeight": np.array([1.0, 0.5]),
+    ...     "Muon": ak.zip({"pt": [[41.5, 12.25], []], "charge": [[1, -1], []]}),
+    ... })
+    >>> events = uproot.open(path)["Events"]
+    >>> events["nMuon"].array().tolist(), events["Muon_pt"].array().tolist()
+    ([2, 0], [[41.5, 12.25], []])
+    >>> [events[b].typename for b in ("event", "nMuon", "Muon_pt", "Muon_charge")]
+    ['uint64_t', 'uint32_t', 'float[]', 'int32_t[]']
+    >>> uproot.open(path)["Runs"]["genEventSumw"].array().tolist()
+    [1.5]
+    """
     with NanoAODWriter(path, runs=runs, provenance=provenance) as writer:
         writer.write(chunk)

@@ -15,14 +15,13 @@ import awkward as ak
 import numpy as np
 
 from flashsim.errors import FlashSimError
+from flashsim.kinematics import delta_r
 from flashsim.models.transforms import ColumnSpec
 
 __all__ = [
     "ModelSpec",
     "TrainingTable",
     "allowed_values",
-    "delta_phi",
-    "delta_r",
     "discrete",
     "event_keys",
     "event_weights",
@@ -105,16 +104,6 @@ def typed(collection: str, fields: dict[str, np.ndarray]) -> dict[str, np.ndarra
 def flat(array) -> np.ndarray:
     """A (possibly jagged) awkward array flattened to a float64 numpy array."""
     return np.asarray(ak.to_numpy(ak.flatten(array, axis=None)), dtype=np.float64)
-
-
-def delta_phi(a, b):
-    r""":math:`\Delta\phi = a - b` wrapped into :math:`[-\pi, \pi)`."""
-    return (a - b + np.pi) % (2 * np.pi) - np.pi
-
-
-def delta_r(eta1, phi1, eta2, phi2):
-    r""":math:`\Delta R = \sqrt{\Delta\eta^2 + \Delta\phi^2}`."""
-    return np.hypot(eta1 - eta2, delta_phi(phi1, phi2))
 
 
 def nearest(eta, phi, other_eta, other_phi, *, exclude_self: bool = False,

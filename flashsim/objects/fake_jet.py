@@ -20,6 +20,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.kinematics import delta_phi
 from flashsim.models.classifier import draw_counts
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
@@ -107,7 +108,7 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     columns["n_fake"] = counts[rows].astype(np.float64)
     out = models["fake_jet_flow"].sample(columns, rng)
     n = len(rows)
-    fields = {**out, "phi": (out["phi"] + np.pi) % (2 * np.pi) - np.pi,
+    fields = {**out, "phi": delta_phi(out["phi"], 0.0),
               "hadronFlavour": np.zeros(n, np.int32), "partonFlavour": np.zeros(n, np.int32),
               "genJetIdx": np.full(n, -1, np.int32)}
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

@@ -30,11 +30,11 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.kinematics import delta_phi, delta_r
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
     ModelSpec,
     TrainingTable,
-    delta_phi,
     discrete,
     event_keys,
     event_weights,
@@ -133,8 +133,7 @@ def gen_jets(gen: dict) -> ak.Array:
 
 def _pt_within(jets: ak.Array, eta: ak.Array, phi: ak.Array, pt: ak.Array) -> ak.Array:
     r"""Per jet: the summed ``pt`` of the particles within :math:`\Delta R < 0.4` of it."""
-    dr = np.hypot(jets.eta[:, :, None] - eta[:, None, :],
-                  delta_phi(jets.phi[:, :, None], phi[:, None, :]))
+    dr = delta_r(jets.eta[:, :, None], jets.phi[:, :, None], eta[:, None, :], phi[:, None, :])
     return ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(pt[:, None, :], dr)[0], 0.0), axis=2)
 
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.kinematics import delta_phi
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.muon_working_points import derived_ids
 from flashsim.objects.common import (
     ModelSpec,
     TrainingTable,
-    delta_phi,
     discrete,
     event_keys,
     event_weights,

@@ -35,6 +35,7 @@ import fastjet
 import numpy as np
 
 from flashsim.generation.genjets import cluster_sequence
+from flashsim.kinematics import delta_r
 from flashsim.refdet.calorimeter import (
     KIND_CH,
     KIND_ELE,
@@ -45,7 +46,6 @@ from flashsim.refdet.calorimeter import (
     KIND_PHO,
 )
 from flashsim.refdet.config import DetectorConfig
-from flashsim.refdet.matching import delta_phi
 
 __all__ = ["cluster_jets"]
 
@@ -100,7 +100,7 @@ def cluster_jets(pf: dict, keep: np.ndarray, track_dxy: np.ndarray, track_dxy_er
     n_neutral = n_const - n_charged
     n_mu = np.bincount(const_jet[kind == KIND_MU], minlength=nj)
     n_ele = np.bincount(const_jet[kind == KIND_ELE], minlength=nj)
-    dr = np.hypot(pf["eta"][c] - eta[const_jet], delta_phi(pf["phi"][c], phi[const_jet]))
+    dr = delta_r(pf["eta"][c], pf["phi"][c], eta[const_jet], phi[const_jet])
     dr2_mean = jsum(cpt * dr**2) / np.maximum(jsum(cpt), 1e-9)
     width = jsum(cpt * dr) / np.maximum(jsum(cpt), 1e-9)
     ptd = np.sqrt(jsum(cpt**2)) / np.maximum(jsum(cpt), 1e-9)

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["delta_phi", "event_offsets", "event_pairs", "local_index", "match_unique"]
+from flashsim.kinematics import delta_r
 
-
-def delta_phi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """phi difference wrapped into [-pi, pi)."""
-    return (a - b + np.pi) % (2 * np.pi) - np.pi
+__all__ = ["event_offsets", "event_pairs", "local_index", "match_unique"]
 
 
 def event_offsets(evt: np.ndarray, n_events: int) -> np.ndarray:
@@ -60,7 +57,7 @@ def match_unique(evt_a, eta_a, phi_a, evt_b, eta_b, phi_b, n_events: int, max_dr
     if len(evt_a) == 0 or len(evt_b) == 0:
         return result
     ia, ib = event_pairs(evt_a, event_offsets(evt_b, n_events))
-    dr = np.hypot(eta_a[ia] - eta_b[ib], delta_phi(phi_a[ia], phi_b[ib]))
+    dr = delta_r(eta_a[ia], phi_a[ia], eta_b[ib], phi_b[ib])
     keep = dr < max_dr
     if compatible is not None:
         keep &= compatible(ia, ib)

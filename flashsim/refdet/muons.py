@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.kinematics import delta_r
 from flashsim.refdet.calorimeter import KIND_CH, KIND_MU, KIND_NH, KIND_PHO
 from flashsim.refdet.config import DetectorConfig
-from flashsim.refdet.matching import delta_phi, event_offsets, event_pairs
+from flashsim.refdet.matching import event_offsets, event_pairs
 from flashsim.refdet.tracker import Tracks
 
 __all__ = ["isolation", "muon_ids", "reconstruct_muons"]
@@ -135,7 +136,7 @@ def muon_ids(mu: dict) -> dict:
 def isolation(mu: dict, pf: dict, pf_chs: np.ndarray, rho: np.ndarray, n_events: int) -> dict:
     """PF isolation sums around each muon (see module doc); ``pf_chs`` = CHS-removed flag."""
     ia, ib = event_pairs(mu["evt"], event_offsets(pf["evt"], n_events))
-    dr = np.hypot(mu["eta"][ia] - pf["eta"][ib], delta_phi(mu["phi"][ia], pf["phi"][ib]))
+    dr = delta_r(mu["eta"][ia], mu["phi"][ia], pf["eta"][ib], pf["phi"][ib])
     near = (dr < 0.4) & (pf["src"][ib] != mu["src"][ia])
     ia, ib, dr = ia[near], ib[near], dr[near]
     k, cpt = pf["kind"][ib], pf["pt"][ib]

@@ -11,6 +11,6 @@
 from __future__ import annotations
 
 from flashsim.validation.compare import run_validation
-from flashsim.validation.hmumu import HmumuProcessor, run_analysis, run_benchmark
+from flashsim.validation.hmumu import HmumuProcessor, run_analysis, run_hmumu_benchmark
 
-__all__ = ["HmumuProcessor", "run_analysis", "run_benchmark", "run_validation"]
+__all__ = ["HmumuProcessor", "run_analysis", "run_hmumu_benchmark", "run_validation"]

@@ -33,7 +33,7 @@ import uproot
 from coffea import processor
 
 from flashsim.errors import FlashSimError
-from flashsim.processor import QuietNanoAODSchema, quiet_coffea
+from flashsim.runtime import QuietNanoAODSchema, quiet_coffea
 from flashsim.validation import metrics, plots
 from flashsim.validation.report import write_json
 
@@ -49,7 +49,7 @@ __all__ = [
     "asimov_significance",
     "event_scales",
     "run_analysis",
-    "run_benchmark",
+    "run_hmumu_benchmark",
     "select_vbf_hmumu",
 ]
 
@@ -496,7 +496,7 @@ def _is_sample(path: Path, process: str, n_events: int, seed: int) -> bool:
         process, n_events, seed, True)
 
 
-def run_benchmark(
+def run_hmumu_benchmark(
     outdir: str | Path,
     *,
     n_events: int = 20_000,
