@@ -211,6 +211,17 @@ def test_asimov_significance():
     assert asimov_significance([3.0, 4.0], [1e6, 1e6]) == pytest.approx(5e-3, rel=1e-3)
 
 
+def test_benchmark_cross_sections_come_from_the_processes():
+    from flashsim.generation import PROCESSES
+    from flashsim.validation.hmumu.benchmark import BENCHMARK_PROCESSES, _cross_section
+
+    for process in BENCHMARK_PROCESSES.values():
+        assert _cross_section(process) == PROCESSES[process].cross_section_pb > 0
+    assert _cross_section("vbf_hmumu") == pytest.approx(3.782 * 2.176e-4)  # YR4 sigma x BR
+    with pytest.raises(FlashSimError, match="no reference cross section"):
+        _cross_section("ttbar")
+
+
 def test_analysis_missing_file(tmp_path):
     from flashsim.validation.hmumu import run_analysis
 
@@ -252,7 +263,7 @@ def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
 
 
 def test_significance_bootstrap_is_paired_over_gen_events():
-    from flashsim.validation.hmumu import _bootstrap_significance
+    from flashsim.validation.hmumu.statistics import _bootstrap_significance
 
     rng = np.random.default_rng(3)
     edges = np.linspace(0, 1, 6)

@@ -63,11 +63,14 @@ CP5_SETTINGS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Process:
     """A generator process: ``summary`` is the one-line description shown by ``--list``,
-    ``settings`` the process-specific Pythia strings (added after the common and CP5 blocks)."""
+    ``settings`` the process-specific Pythia strings (added after the common and CP5 blocks),
+    ``cross_section_pb`` the reference σ·BR at 13 TeV in pb that normalises analyses of its
+    events (``None``: the process has no reference value here)."""
 
     name: str
     summary: str
     settings: tuple[str, ...]
+    cross_section_pb: float | None = None
 
     @property
     def all_settings(self) -> tuple[str, ...]:
@@ -76,21 +79,32 @@ class Process:
 
 
 _HIGGS_TO_MUMU = ("25:m0 = 125.0", "25:onMode = off", "25:onIfMatch = 13 -13")
+#: BR(H -> mu mu) at mH = 125 GeV (LHC Higgs cross section WG, Yellow Report 4, CERN-2017-002-M).
+_BR_H_MUMU = 2.176e-4
+#: sigma(pp -> Z/gamma* -> mu mu, m > 50 GeV): a third of the NNLO 6077.22 pb for l = e, mu, tau
+#: (the value CMS normalises DYJetsToLL_M-50 with).
+_DY_MUMU_PB = 6077.22 / 3
+#: Share of the m > 50 GeV Drell-Yan line shape in 105 < m < 160 GeV: 0.02209 +- 0.00008 (Pythia 8
+#: hard process with these settings, 40k events each).
+_DY_WINDOW_105_160 = 0.02209
 
 PROCESSES: dict[str, Process] = {
     p.name: p
     for p in (
         Process("vbf_hmumu", "VBF Higgs (W and Z fusion), mH = 125 GeV, H -> mu mu",
-                ("HiggsSM:ff2Hff(t:ZZ) = on", "HiggsSM:ff2Hff(t:WW) = on", *_HIGGS_TO_MUMU)),
+                ("HiggsSM:ff2Hff(t:ZZ) = on", "HiggsSM:ff2Hff(t:WW) = on", *_HIGGS_TO_MUMU),
+                # VBF H, mH = 125 GeV: 3.782 pb (YR4, NNLO QCD + NLO EW)
+                cross_section_pb=3.782 * _BR_H_MUMU),
         Process("ggh_hmumu", "gluon-fusion Higgs gg -> H, mH = 125 GeV, H -> mu mu",
                 ("HiggsSM:gg2H = on", *_HIGGS_TO_MUMU)),
         Process("dy_mumu", "Drell-Yan Z/gamma* -> mu mu, m(mu mu) > 50 GeV",
                 ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 13 -13",
-                 "PhaseSpace:mHatMin = 50.")),
+                 "PhaseSpace:mHatMin = 50."), cross_section_pb=_DY_MUMU_PB),
         Process("dy_mumu_105_160",
                 "Drell-Yan Z/gamma* -> mu mu, 105 < m(mu mu) < 160 GeV (the H -> mu mu fit window)",
                 ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 13 -13",
-                 "PhaseSpace:mHatMin = 105.", "PhaseSpace:mHatMax = 160.")),
+                 "PhaseSpace:mHatMin = 105.", "PhaseSpace:mHatMax = 160."),
+                cross_section_pb=_DY_MUMU_PB * _DY_WINDOW_105_160),
         Process("ttbar", "inclusive top-pair production (gg, qqbar -> t tbar), all decays",
                 ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")),
         Process("minbias", "minimum bias: inelastic non-diffractive pp (SoftQCD:nonDiffractive)",
