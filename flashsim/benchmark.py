@@ -108,6 +108,7 @@ def run_benchmark(
     ``generation``: events, seconds for generation alone and with the reference detector.
     """
     from flashsim.generation import PROCESSES
+    from flashsim.nanoaod.reader import GEN_COLLECTIONS, read_chunk
     from flashsim.runtime import worker_models
 
     if process not in PROCESSES:
@@ -119,6 +120,7 @@ def run_benchmark(
     for backend in backends:  # load (and check) the models before any timing
         worker_models(models, backend)
     path = Path(input_path) if input_path else _cached_gen_file(process, n_events, seed)
+    read_chunk(path, GEN_COLLECTIONS, 0, 0)  # one clear error for a missing file or branch
     flash = []
     for backend in backends:
         for size in chunk_sizes:
