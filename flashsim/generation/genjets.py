@@ -26,9 +26,10 @@ import awkward as ak
 import fastjet
 import numpy as np
 
-from flashsim.generation.genpart import GenHistory, is_hadron
+from flashsim.generation.genpart import GenHistory
+from flashsim.pdg import BOTTOM, CHARM, has_quark, is_neutrino
 
-__all__ = ["GHOST_SCALE", "JET_PT_MIN", "cluster_sequence", "genjet_table", "has_quark"]
+__all__ = ["GHOST_SCALE", "JET_PT_MIN", "cluster_sequence", "genjet_table"]
 
 GHOST_SCALE = 1e-18
 JET_PT_MIN = 10.0
@@ -62,13 +63,6 @@ def _swallow_banner() -> None:
         os.close(devnull)
 
 
-def has_quark(pdg: np.ndarray, quark: int) -> np.ndarray:
-    """Hadrons whose quark content (PDG digits n_q1..n_q3) contains ``quark``."""
-    a = np.abs(pdg) % 10000
-    digits = ((a // 1000) % 10, (a // 100) % 10, (a // 10) % 10)
-    return is_hadron(pdg) & ((digits[0] == quark) | (digits[1] == quark) | (digits[2] == quark))
-
-
 def _last_before_decay(hist: GenHistory, mask: np.ndarray) -> np.ndarray:
     """``mask`` particles none of whose decay products (first-mother links) are in ``mask``."""
     has_child = np.zeros(len(mask), dtype=bool)
@@ -82,9 +76,9 @@ def genjet_table(hist: GenHistory) -> ak.Array:
     rec = hist.rec
     apdg = np.abs(rec.pdg)
     final = hist.status == 1
-    visible = final & ~np.isin(apdg, (12, 14, 16))
-    b_had = _last_before_decay(hist, has_quark(rec.pdg, 5) & hist.valid)
-    c_had = _last_before_decay(hist, has_quark(rec.pdg, 4) & hist.valid)
+    visible = final & ~is_neutrino(rec.pdg)
+    b_had = _last_before_decay(hist, has_quark(rec.pdg, BOTTOM) & hist.valid)
+    c_had = _last_before_decay(hist, has_quark(rec.pdg, CHARM) & hist.valid)
     parton_status = np.abs(rec.status)
     partons = ((apdg <= 5) | (apdg == 21)) & (apdg > 0) & (parton_status >= 71) & (parton_status <= 79)
 

@@ -40,8 +40,9 @@ import awkward as ak
 import numpy as np
 
 from flashsim.generation.pythia import Record
+from flashsim.pdg import BOTTOM, CHARM, is_charged_lepton, is_hadron, is_neutrino, quark_digits
 
-__all__ = ["STATUS_BITS", "GenHistory", "genpart_table", "hepmc_status", "is_hadron", "prune"]
+__all__ = ["STATUS_BITS", "GenHistory", "genpart_table", "hepmc_status", "prune"]
 
 STATUS_BITS = (
     "isPrompt", "isDecayedLeptonHadron", "isTauDecayProduct", "isPromptTauDecayProduct",
@@ -52,12 +53,6 @@ STATUS_BITS = (
 )
 
 _MAX_DEPTH_PASSES = 64  # pointer doubling: 2**64 generations, i.e. also a guard against cycles
-
-
-def is_hadron(pdg: np.ndarray) -> np.ndarray:
-    """HepPDT-like hadron test: quark digits n_q2 and n_q3 both non-zero (mesons and baryons)."""
-    a = np.abs(pdg) % 10000
-    return (np.abs(pdg) > 100) & (np.abs(pdg) < 1_000_000) & ((a // 100) % 10 > 0) & ((a // 10) % 10 > 0)
 
 
 def _take(values: np.ndarray, index: np.ndarray, fill) -> np.ndarray:
@@ -241,8 +236,8 @@ def prune(hist: GenHistory) -> np.ndarray:
     pt = hist.pt
     eta = np.arcsinh(np.divide(rec.pz, pt, out=np.full_like(pt, 1e10), where=pt > 0))
     flag = hist.flag
-    lepton = np.isin(apdg, (11, 13, 15))
-    neutrino = np.isin(apdg, (12, 14, 16))
+    lepton = is_charged_lepton(pdg)
+    neutrino = is_neutrino(pdg)
     heavy_hadron = ((apdg > 400) & (apdg < 600)) | ((apdg > 4000) & (apdg < 6000))
     hard_summary = (st == 3) | ((st > 20) & (st < 30))
     prompt_final = (st == 1) & flag("isPrompt")
@@ -267,7 +262,7 @@ def prune(hist: GenHistory) -> np.ndarray:
     pre_had = np.isin(st, (2, 11, 71, 72))
     k |= (apdg >= 4) & (apdg <= 5) & pre_had                             # heavy-flavour quarks
     k |= ((apdg <= 3) | (pdg == 21)) & pre_had & (pt > 5)                # light partons
-    k |= heavy_hadron | (is_hadron(pdg) & np.isin((apdg % 10000) // 100 % 10, (4, 5))
+    k |= heavy_hadron | (is_hadron(pdg) & np.isin(quark_digits(pdg)[1], (CHARM, BOTTOM))
                          & (apdg > 10000))                               # b/c hadrons (+excited)
     k |= hard_summary                                                    # event summary
     k |= hp_keep | flag("fromHardProcessBeforeFSR")

@@ -41,6 +41,7 @@ from flashsim.objects.common import (
     nearest,
     typed,
 )
+from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark
 
 __all__ = [
     "MODELS",
@@ -105,11 +106,9 @@ MODELS = {
 
 
 def _hadron_flavour(pdg_id):
-    """5 for b hadrons, 4 for c hadrons, else 0 (PDG numbering scheme digits)."""
-    a = abs(pdg_id)
-    b = ((a // 100) % 10 == 5) | ((a // 1000) % 10 == 5)
-    c = ((a // 100) % 10 == 4) | ((a // 1000) % 10 == 4)
-    return ak.where(b, 5, ak.where(c, 4, 0))
+    """5 for b hadrons, 4 for c hadrons, else 0 (:func:`flashsim.pdg.has_heavy_quark`)."""
+    return ak.where(has_heavy_quark(pdg_id, BOTTOM), 5,
+                    ak.where(has_heavy_quark(pdg_id, CHARM), 4, 0))
 
 
 def gen_muons(gen: dict) -> ak.Array:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.pdg import is_neutrino
 from flashsim.refdet.config import DetectorConfig
 from flashsim.refdet.tracker import Tracks
 
@@ -24,7 +25,6 @@ __all__ = ["KIND_CH", "KIND_ELE", "KIND_MU", "KIND_PHO", "KIND_NH", "KIND_HFH", 
            "pf_candidates"]
 
 KIND_CH, KIND_ELE, KIND_MU, KIND_PHO, KIND_NH, KIND_HFH, KIND_HFE = range(7)
-_NEUTRINOS = (12, 14, 16)
 
 
 def _smear_energy(e, stoch, noise, const, rng):
@@ -61,7 +61,7 @@ def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], track
     pt[pf_muon_idx] = pf_muon_pt
 
     # neutral deposits
-    invisible = np.isin(aid, _NEUTRINOS) | (aid == 13)
+    invisible = is_neutrino(aid) | (aid == 13)
     em = (aid == 22) | (aid == 11)
     reach = (cols["charge"] == 0) | (pt_true > cfg.calo_reach_pt) | (abseta > cfg.tracker_eta_max)
     calo = ~tracked & ~invisible & reach & (abseta < cfg.hf_eta_max)

@@ -14,6 +14,7 @@ import awkward as ak
 import numpy as np
 
 from flashsim.nanoaod.muon_working_points import derived_ids
+from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark, is_neutrino
 from flashsim.refdet.calorimeter import KIND_MU, pf_candidates
 from flashsim.refdet.config import DetectorConfig
 from flashsim.refdet.jets import cluster_jets
@@ -49,9 +50,8 @@ def _flat(array, field) -> np.ndarray:
 
 
 def _heavy(aid: np.ndarray, flavour: int) -> np.ndarray:
-    """b (5) or c (4) quark or hadron by PDG id."""
-    a = aid % 10000
-    return (aid == flavour) | ((a > 100) & (((a // 100) % 10 == flavour) | ((a // 1000) % 10 == flavour)))
+    """A quark of ``flavour`` (b = 5, c = 4) or a hadron of that heavy flavour."""
+    return (aid == flavour) | has_heavy_quark(aid, flavour)
 
 
 class ReferenceDetector:
@@ -107,7 +107,7 @@ class ReferenceDetector:
         self._match(muons, jets, nano, n)
         met, raw = missing_et(pf, pf_jet, jets, n, cfg)
         # neutrinos of the hard interaction give the fiducial GEN MET
-        nu = (cols["vtx"] < n) & np.isin(np.abs(cols["pdgId"]), (12, 14, 16))
+        nu = (cols["vtx"] < n) & is_neutrino(cols["pdgId"])
         gx = np.bincount(cols["evt"][nu], weights=cols["px"][nu], minlength=n)
         gy = np.bincount(cols["evt"][nu], weights=cols["py"][nu], minlength=n)
         met["fiducialGenPt"], met["fiducialGenPhi"] = np.hypot(gx, gy), np.arctan2(gy, gx)
@@ -234,8 +234,8 @@ class ReferenceDetector:
             if not alive.any():
                 break
             aid = np.abs(g_id[np.where(alive, base + cur, 0)])
-            has_b |= alive & _heavy(aid, 5)
-            has_c |= alive & _heavy(aid, 4)
+            has_b |= alive & _heavy(aid, BOTTOM)
+            has_c |= alive & _heavy(aid, CHARM)
             cur = np.where(alive, g_mother[np.where(alive, base + cur, 0)], -1)
         flav[matched] = 3
         flav[matched & has_c] = 4

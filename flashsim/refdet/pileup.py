@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
+from flashsim.pdg import is_neutrino
+
 __all__ = ["FIELDS", "Overlay", "PileupPool", "flatten_particles", "overlay"]
 
 FIELDS = ("px", "py", "pz", "e", "pdgId", "charge", "vx", "vy", "vz", "genPartIdx")
-_NEUTRINOS = (12, 14, 16)
 
 
 def flatten_particles(particles: ak.Array) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -45,7 +46,7 @@ class PileupPool:
         cols, counts = flatten_particles(pool)
         pt = np.hypot(cols["px"], cols["py"])
         eta = np.arcsinh(cols["pz"] / np.maximum(pt, 1e-9))
-        keep = ~np.isin(np.abs(cols["pdgId"]), _NEUTRINOS) & (np.abs(eta) < 5.2)
+        keep = ~is_neutrino(cols["pdgId"]) & (np.abs(eta) < 5.2)
         evt = np.repeat(np.arange(len(counts)), counts)
         self.cols = {k: v[keep] for k, v in cols.items()}
         self.counts = np.bincount(evt[keep], minlength=len(counts)).astype(np.int64)
