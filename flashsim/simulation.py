@@ -26,6 +26,7 @@ import numpy as np
 from flashsim.errors import FlashSimError
 from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, open_tree, read_chunk, read_runs
 from flashsim.nanoaod.writer import NanoAODWriter
+from flashsim.output_path import check_output_directory, check_output_file
 from flashsim.processor import FlashSimProcessor
 from flashsim.runtime import (
     QuietNanoAODSchema,
@@ -76,7 +77,10 @@ def simulate(
     worker_models(models, backend)  # fail here, not on a worker
     output = Path(output)
     single_file = output.suffix == ".root"
-    _check_writable(output, single_file)
+    if single_file:
+        check_output_file(output, create_folders=True)
+    else:
+        check_output_directory(output)
     _ensure_dir(output.parent)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -146,7 +150,7 @@ def simulate_generated(
     output = Path(output)
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
-    _check_writable(output, single_file=True)
+    check_output_file(output, create_folders=True)
     loaded = worker_models(models, backend)
     _ensure_dir(output.parent)
 
@@ -182,28 +186,6 @@ def _check_options(oversample: int, executor: str, workers: int, chunksize: int,
         raise FlashSimError(f"--chunksize must be at least 1 (got {chunksize})")
     if backend not in ("torch", "onnx"):
         raise FlashSimError(f"unknown backend {backend!r}; choose torch or onnx")
-
-
-def _check_writable(output: Path, single_file: bool) -> None:
-    parent = output.parent if single_file else output
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not _writable(probe):
-        raise FlashSimError(f"cannot write to {parent}: choose an output location you can write to")
-    if single_file and output.is_dir():
-        raise FlashSimError(f"{output} is a directory; give a file name ending in .root")
-    if not single_file and output.exists() and not output.is_dir():
-        raise FlashSimError(f"{output} exists and is not a directory; give a new directory name "
-                            "or a file name ending in .root")
-
-
-def _writable(directory: Path) -> bool:
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
 
 
 def _ensure_dir(directory: Path) -> Path:

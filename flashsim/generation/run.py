@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -31,6 +30,8 @@ from flashsim.generation.genpart import GenHistory, genpart_table, prune
 from flashsim.generation.pileup import pileup_table
 from flashsim.generation.processes import PROCESSES
 from flashsim.generation.pythia import MAX_SEED, Record, make_pythia, next_record
+from flashsim.output_path import check_output_file
+from flashsim.pdg import is_neutrino
 
 __all__ = [
     "BATCH_SIZE", "CHUNK_EVENTS", "EVENTS_PER_LUMI", "GenBatch", "check_arguments", "generate_file",
@@ -40,7 +41,6 @@ __all__ = [
 CHUNK_EVENTS = 1000
 BATCH_SIZE = 250
 EVENTS_PER_LUMI = 1000
-_INVISIBLE = (12, 14, 16)
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _final_particles(hist: GenHistory, genpart_index: np.ndarray) -> ak.Array:
 def _genmet(hist: GenHistory) -> ak.Array:
     """Vector sum of the final-state neutrinos (the invisible particles of our processes)."""
     rec = hist.rec
-    invisible = (hist.status == 1) & np.isin(np.abs(rec.pdg), _INVISIBLE)
+    invisible = (hist.status == 1) & is_neutrino(rec.pdg)
     event = np.searchsorted(rec.offsets, np.flatnonzero(invisible), side="right") - 1
     mex = np.bincount(event, weights=rec.px[invisible], minlength=rec.n_events)
     mey = np.bincount(event, weights=rec.py[invisible], minlength=rec.n_events)
@@ -205,14 +205,7 @@ def check_arguments(process: str, n_events: int, output: str | os.PathLike | Non
     if jobs is None or jobs < 1:
         raise FlashSimError(f"--jobs must be at least 1, got {jobs}")
     if output is not None:
-        path = Path(output)
-        folder = path.parent if str(path.parent) else Path(".")
-        if path.is_dir():
-            raise FlashSimError(f"output {path} is a directory; give a file name such as {path / 'gen.root'}")
-        if not folder.is_dir():
-            raise FlashSimError(f"output folder {folder} does not exist; create it or choose another -o")
-        if not os.access(folder, os.W_OK):
-            raise FlashSimError(f"output folder {folder} is not writable; choose another -o")
+        check_output_file(output)
 
 
 def generate_file(process: str, n_events: int, output: str | os.PathLike, *, seed: int = 1,

@@ -31,6 +31,7 @@ import uproot
 
 from flashsim.errors import FlashSimError
 from flashsim.nanoaod.schema import BranchSpec, load_schema, schema_path
+from flashsim.output_path import check_output_file
 
 __all__ = ["EVENT_ID_BRANCHES", "PROVENANCE_KEY", "Chunk", "NanoAODWriter", "write_nanoaod"]
 
@@ -100,18 +101,7 @@ class NanoAODWriter:
                  provenance: Mapping[str, Any] | None = None):
         self.path = Path(path)
         self._provenance = None if provenance is None else json.dumps(dict(provenance))
-        parent = self.path.parent.resolve()
-        if self.path.is_dir():
-            raise FlashSimError(f"output {self.path} is a directory; give a file name ending .root")
-        if not parent.is_dir():
-            raise FlashSimError(
-                f"output directory {parent} does not exist or is not a directory; "
-                "create it or choose another output path"
-            )
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise FlashSimError(
-                f"output directory {parent} is not writable; choose a writable output path"
-            )
+        parent = check_output_file(self.path).parent.resolve()
         self._schema = load_schema()
         self._runs = None if runs is None else self._check_runs(runs)
         self._run_sums: dict[int, np.ndarray] = {}  # run -> [count, sumw, sumw2]
