@@ -134,6 +134,35 @@ def test_written_branches_have_schema_dtypes_titles_and_counters(written):
     assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not a 0600 temp
 
 
+def test_every_counter_has_the_dtype_of_the_real_cms_file(tmp_path, reference_nano):
+    """Counters are uint32 in CMS NANOAODSIM; uproot alone would write int32."""
+    schema = load_schema()
+    jagged = {name: coll for name, coll in schema.collections.items() if coll.jagged}
+    chunk = {name: np.zeros(2, dtype=np.uint32) for name in ("run", "luminosityBlock", "event")}
+    for name, coll in jagged.items():
+        spec = next(iter(coll.branches.values()))
+        chunk[name] = ak.zip({spec.field: ak.Array([[1, 2], []])})
+    path = tmp_path / "counters.root"
+    write_nanoaod(path, chunk)
+    with uproot.open(path) as ours, uproot.open(reference_nano) as real:
+        tree, cms = ours["Events"], real["Events"]
+        counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
+        assert counters == {coll.counter for coll in jagged.values()}
+        for name in sorted(counters):
+            assert tree[name].typename == cms[name].typename == "uint32_t", name
+            assert tree[name].interpretation == cms[name].interpretation, name
+            assert tree[name].array(library="np").tolist() == [2, 0]
+
+
+def test_writer_fails_loudly_without_uproot_internals(tmp_path, monkeypatch):
+    from uproot.writing._cascadetree import Tree
+
+    monkeypatch.delattr(Tree, "_relocate")
+    with pytest.raises(FlashSimError, match="uint32 counters"):
+        write_nanoaod(tmp_path / "out.root", make_chunk())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_round_trip_values_through_read_chunk(written):
     chunk = make_chunk()
     back = read_chunk(written, list(chunk))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,28 +44,51 @@ PROVENANCE_KEY = "flashsim_provenance"
 """Name of the TObjString that records, as JSON, how a file was made."""
 
 
-def _patch_branches(tree: uproot.writing.WritableTree, titles: Mapping[str, str]) -> None:
+_COUNTER_DTYPE = np.dtype(">u4")
+"""CMS NanoAOD counters (``nMuon``) are uint32 (big-endian on disk)."""
+
+
+def _patch_branches(
+    tree: uproot.writing.WritableTree, titles: Mapping[str, str], counters: Iterable[str] = ()
+) -> None:
     """Give every TBranch its NanoAOD title and every counter ``nX`` the NanoAOD dtype uint32.
 
-    uproot's public API titles every TBranch ``name[counter]/T``, offers no per-branch title and
-    writes counters as int32. The least invasive route: edit uproot's branch metadata right after
-    ``mktree`` (before any data) and let uproot's own relocation (the code path it uses when a tree
-    outgrows its basket table) rewrite the tree header; ``extend`` then casts the counts to the
-    counter's dtype. Leaf titles keep uproot's ``name[counter]``, as in CMS files. If a future
-    uproot drops these internals the defaults stay, the data are unaffected, and
-    tests/test_nanoaod_io.py fails on the titles.
+    uproot's public API (up to 5.7) cannot do either: ``mktree`` titles every TBranch
+    ``name[counter]/T`` and types every counter it generates int32 (its ``counter_name`` option
+    names counters, nothing more; an explicit ``nX`` branch of the counter's name is replaced by
+    the int32 counter). So this edits uproot's branch metadata right after ``mktree`` (before any
+    data) and lets uproot's own relocation (the code path it uses when a tree outgrows its basket
+    table) rewrite the tree header; ``extend`` then casts the counts to the counter's dtype. Leaf
+    titles keep uproot's ``name[counter]``, as in CMS files.
+
+    Raises :class:`FlashSimError` when this uproot lacks those internals or when a counter in
+    ``counters`` did not get uint32, rather than write int32 counters that real NanoAOD never has.
     """
     cascading = getattr(tree, "_cascading", None)
     branch_data = getattr(cascading, "_branch_data", None)
-    if branch_data is None or not hasattr(cascading, "_relocate"):
-        return
+    relocate = getattr(cascading, "_relocate", None)
+    if branch_data is None or relocate is None:
+        raise FlashSimError(
+            f"uproot {uproot.__version__} does not expose the TTree metadata that flashsim edits "
+            "to write NanoAOD's uint32 counters and branch titles; install the uproot release "
+            "that flashsim is tested with (5.7)"
+        )
+    typed_counters = set()
     for datum in branch_data:
         if datum.get("kind") == "record" or datum.get("fName") not in titles:
             continue
         datum["fTitle"] = titles[datum["fName"]]
         if datum["kind"] == "counter":
-            datum["dtype"] = np.dtype(">u4")
-    cascading._relocate(tree._file, tree._file.sink)
+            datum["dtype"] = _COUNTER_DTYPE
+            typed_counters.add(datum["fName"])
+    untyped = sorted(set(counters) - typed_counters)
+    if untyped:
+        raise FlashSimError(
+            f"uproot {uproot.__version__} did not create the counter branch(es) "
+            f"{', '.join(untyped)} in the way flashsim expects, so they cannot be written as "
+            "uint32; install the uproot release that flashsim is tested with (5.7)"
+        )
+    relocate(tree._file, tree._file.sink)
 
 
 def _cast_flat(values: Any, spec: BranchSpec) -> np.ndarray:
@@ -148,7 +171,9 @@ class NanoAODWriter:
             self._tree = self._file.mktree(
                 "Events", {k: _branch_type(v) for k, v in arrays.items()}, title="Events"
             )
-            _patch_branches(self._tree, titles)
+            counters = [c.counter for name, c in self._schema.collections.items()
+                        if name in arrays and c.jagged]
+            _patch_branches(self._tree, titles, counters)
         elif layout != self._layout:
             raise FlashSimError(
                 f"chunk written to {self.path} has branches {_describe(layout)} but the first chunk "
