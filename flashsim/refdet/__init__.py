@@ -24,6 +24,6 @@ covariance.  All numbers live in :class:`DetectorConfig`.
 from __future__ import annotations
 
 from flashsim.refdet.config import DetectorConfig
-from flashsim.refdet.detector import JET_FIELDS, MUON_FIELDS, ReferenceDetector
+from flashsim.refdet.detector import ReferenceDetector
 
-__all__ = ["JET_FIELDS", "MUON_FIELDS", "DetectorConfig", "ReferenceDetector"]
+__all__ = ["DetectorConfig", "ReferenceDetector"]

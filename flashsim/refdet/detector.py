@@ -14,6 +14,7 @@ import awkward as ak
 import numpy as np
 
 from flashsim.nanoaod.muon_working_points import derived_ids
+from flashsim.nanoaod.schema import collection_branches
 from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark, is_neutrino
 from flashsim.refdet.calorimeter import KIND_MU, pf_candidates
 from flashsim.refdet.config import DetectorConfig
@@ -25,25 +26,6 @@ from flashsim.refdet.pileup import PileupPool, overlay
 from flashsim.refdet.tracker import reconstruct_tracks, reconstruct_vertices
 
 __all__ = ["ReferenceDetector"]
-
-MUON_FIELDS = (
-    "dxy", "dxyErr", "dz", "dzErr", "eta", "ip3d", "jetPtRelv2", "jetRelIso", "mass",
-    "miniPFRelIso_all", "miniPFRelIso_chg", "pfRelIso03_all", "pfRelIso03_chg", "pfRelIso04_all",
-    "phi", "pt", "ptErr", "segmentComp", "sip3d", "softMva", "tkRelIso", "tunepRelPt", "mvaLowPt",
-    "mvaTTH", "charge", "jetIdx", "nStations", "nTrackerLayers", "pdgId", "tightCharge",
-    "fsrPhotonIdx", "highPtId", "inTimeMuon", "isGlobal", "isPFcand", "isTracker", "looseId",
-    "mediumId", "mediumPromptId", "miniIsoId", "multiIsoId", "mvaId", "pfIsoId", "softId",
-    "softMvaId", "tightId", "tkIsoId", "triggerIdLoose", "genPartIdx", "genPartFlav", "cleanmask",
-)
-JET_FIELDS = (
-    "area", "btagCMVA", "btagCSVV2", "btagDeepB", "btagDeepC", "btagDeepFlavB", "btagDeepFlavC",
-    "btagDeepFlavCvL", "btagDeepFlavCvB", "chEmEF", "chHEF", "eta", "jercCHF", "jercCHPUF", "mass",
-    "muEF", "muonSubtrFactor", "neEmEF", "neHEF", "phi", "pt", "qgl", "rawFactor", "bRegCorr",
-    "bRegRes", "electronIdx1", "electronIdx2", "jetId", "muonIdx1", "muonIdx2", "nConstituents",
-    "nElectrons", "nMuons", "puId", "genJetIdx", "hadronFlavour", "partonFlavour", "cleanmask",
-)
-_INT_DTYPES = {"uint8": np.uint8, "int32": np.int32, "bool": np.bool_}
-
 
 def _flat(array, field) -> np.ndarray:
     return ak.to_numpy(ak.flatten(array[field], axis=None))
@@ -112,8 +94,8 @@ class ReferenceDetector:
         gy = np.bincount(cols["evt"][nu], weights=cols["py"][nu], minlength=n)
         met["fiducialGenPt"], met["fiducialGenPhi"] = np.hypot(gx, gy), np.arctan2(gy, gx)
         chunk = {
-            "Muon": self._collection(muons, MUON_FIELDS, n),
-            "Jet": self._collection(jets, JET_FIELDS, n),
+            "Muon": self._collection(muons, "Muon", n),
+            "Jet": self._collection(jets, "Jet", n),
             "MET": ak.zip({k: v.astype(np.float32) for k, v in met.items()}),
             "RawMET": ak.zip({k: v.astype(np.float32) for k, v in raw.items()}),
             "PV": ak.zip({k: (v.astype(np.int32) if k.startswith("npvs") else v.astype(np.float32))
@@ -258,14 +240,9 @@ class ReferenceDetector:
 
     # ------------------------------------------------------------------ output
     @staticmethod
-    def _collection(table: dict, fields: tuple[str, ...], n: int) -> ak.Array:
+    def _collection(table: dict, name: str, n: int) -> ak.Array:
+        """Collection ``name`` with every schema branch of it, in schema dtypes."""
         counts = np.bincount(table["evt"], minlength=n)
-        out = {}
-        for f in fields:
-            v = np.asarray(table[f])
-            if v.dtype == np.float64:
-                v = v.astype(np.float32)
-            elif v.dtype == np.int64:
-                v = v.astype(np.int32)
-            out[f] = v
+        out = {field: np.asarray(table[field]).astype(spec.dtype)
+               for field, spec in collection_branches(name).items()}
         return ak.unflatten(ak.zip(out), counts)
