@@ -82,10 +82,15 @@ def test_spikes_sit_at_the_end_they_belong_to():
     back = column.inverse(y)
     np.testing.assert_array_equal(back[(x == 0) | (x == 1)], x[(x == 0) | (x == 1)])
     assert np.mean(back == 1.0) == pytest.approx(0.25)
-    # an artifact fitted before spikes could go above keeps its old encoding
-    old = ColumnTransform(column.spec, {k: v for k, v in p.items() if k != "spike_high"})
+    # the encoding of artifacts fitted before spikes could go above, declared explicitly
+    old = ColumnTransform(column.spec, {**p, "spike_high": [False] * len(p["spikes"])})
     assert np.all(old.forward(np.ones(10), rng) < p["lo"])
     assert np.all(old.inverse(old.forward(x, rng))[(x == 0) | (x == 1)] == x[(x == 0) | (x == 1)])
+    # without the declaration an artifact is refused, not guessed
+    undeclared = {"spec": column.to_dict()["spec"],
+                  "params": {k: v for k, v in p.items() if k != "spike_high"}}
+    with pytest.raises(FlashSimError, match="btag.*spike_high"):
+        ColumnTransform.from_dict(undeclared)
 
 
 def test_preprocessor_json_roundtrip():
@@ -218,3 +223,26 @@ def test_train_only_the_named_models(reference_nano, tmp_path, monkeypatch, caps
     assert exit_info.value.code == 2
     assert "--model muon_flow is not a model of jet" in error and "jet_flow" in error
     assert not (tmp_path / "x").exists()
+
+
+def test_required_target_is_enforced_in_training_and_loading(tmp_path):
+    """pv_flow must generate rho: no silent rho = 0 from a model trained without it."""
+    from flashsim.objects import MODEL_SPECS
+
+    spec = MODEL_SPECS["pv_flow"]
+    assert spec.required == ("fixedGridRhoFastjetAll",)
+    rng = np.random.default_rng(5)
+    n = 200
+    context = {c.name: rng.uniform(1, 50, n) for c in spec.context}
+    targets = {"npvs": rng.integers(1, 40, n).astype(float), "z": rng.normal(0, 3, n)}
+    table = TrainingTable(context, targets, np.ones(n), np.arange(n, dtype=np.uint64))
+    config = TrainConfig(epochs=1, batch_size=128, architecture=TINY)
+    with pytest.raises(FlashSimError, match="lack fixedGridRhoFastjetAll"):
+        train_model(spec, table, tmp_path, config, progress=False)
+    assert not list(tmp_path.iterdir())
+    # an artifact made without the requirement (e.g. by an older flashsim) is refused on load
+    unchecked = ModelSpec(spec.name, spec.object, spec.kind, spec.context, spec.targets)
+    train_model(unchecked, table, tmp_path, config, progress=False)
+    write_manifest(tmp_path)
+    with pytest.raises(FlashSimError, match="pv_flow .* does not generate fixedGridRhoFastjetAll"):
+        load_models(tmp_path, required=["pv_flow"])

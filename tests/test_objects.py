@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from flashsim.errors import FlashSimError
 from flashsim.models import load_models
 from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, simulate_reco
 from flashsim.objects.common import read_training_chunk
@@ -121,3 +122,14 @@ def test_merge_jets_orders_and_applies_the_nanoaod_cut():
     jets = crossref.merge_jets(matched, fake)
     assert jets.pt.tolist() == [[60.0, 20.0], []]
     assert jets.genJetIdx.tolist() == [[-1, 0], []]
+
+
+@needs_nano
+def test_pileup_observables_need_npu(chunk):
+    """No silent Pileup_nTrueInt in place of a missing Pileup_nPU."""
+    gen = {**chunk, "Pileup": ak.zip({"nTrueInt": chunk["Pileup"].nTrueInt})}
+    with pytest.raises(FlashSimError, match="lacks Pileup_nPU.*pv_flow"):
+        OBJECTS["met"].simulate_pv(gen, load_models(required=["pv_flow"]),
+                                   np.random.default_rng(1))
+    with pytest.raises(FlashSimError, match="lacks Pileup_nPU"):
+        OBJECTS["met"].training_tables(gen)

@@ -185,8 +185,12 @@ def load_model(directory: str | Path, name: str, backend: str = "torch") -> Mode
         raise FlashSimError(f"{weights} does not match the architecture in {meta_path.name}: "
                             "re-train or re-export the model") from error
     module.eval()
-    target = Preprocessor.from_dict(meta["target"]) if meta.get("target") else None
-    model = Model(meta, module, Preprocessor.from_dict(meta["context"]), target, backend)
+    try:
+        target = Preprocessor.from_dict(meta["target"]) if meta.get("target") else None
+        context = Preprocessor.from_dict(meta["context"])
+    except FlashSimError as error:
+        raise FlashSimError(f"{meta_path}: {error}") from None
+    model = Model(meta, module, context, target, backend)
     if backend == "onnx":
         model.session = _onnx_session(model, directory / "onnx" / f"{name}.onnx")
     elif backend != "torch":
@@ -246,8 +250,9 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     """Every model ``simulate`` needs, from ``directory`` (default: the shipped models).
 
     Raises :class:`FlashSimError` when the directory is missing, has no manifest, lacks
-    a required model, or when an artifact's context features differ from the features
-    the object modules of this flashsim version compute.
+    a required model, when an artifact's context features differ from the features
+    the object modules of this flashsim version compute, or when it does not generate a
+    target the simulation requires (``ModelSpec.required``).
 
     >>> from flashsim.models import load_models
     >>> models = load_models()  # the shipped models, on the torch backend
@@ -273,11 +278,18 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     models = {}
     for name in required:
         model = load_model(directory, name, backend)
-        expected = [c.name for c in MODEL_SPECS[name].context]
+        spec = MODEL_SPECS[name]
+        expected = [c.name for c in spec.context]
         if model.context.names != expected:
             raise FlashSimError(f"model {name} in {directory} was trained on features "
                                 f"{model.context.names}, this flashsim computes {expected}: "
                                 "re-train it with this version (`flashsim train`)")
+        generated = model.target.names if model.target is not None else []
+        absent = [t for t in spec.required if t not in generated]
+        if absent:
+            raise FlashSimError(f"model {name} in {directory} does not generate "
+                                f"{', '.join(absent)}, which the simulation needs: re-train it "
+                                "on NANOAODSIM that has it (`flashsim train`)")
         digest = hashlib.sha256((directory / f"{name}.pt").read_bytes()).hexdigest()
         if digest != manifest["models"][name]["sha256"]:
             raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "

@@ -133,6 +133,10 @@ def train_model(spec, table, out_dir: str | Path, config: TrainConfig,
         if not targets:
             raise FlashSimError(f"{spec.name}: the training files have none of the target "
                                 f"branches {[t.name for t in spec.targets]}")
+        missing = [name for name in spec.required if name not in table.target]
+        if missing:
+            raise FlashSimError(f"{spec.name}: the training files lack {', '.join(missing)}, "
+                                "which the simulation needs; train on NANOAODSIM that has it")
         target = Preprocessor.fit(targets, rows(table.target, train))
     arch = {**_DEFAULT_ARCH[kind], **config.architecture}
     if kind == "multiplicity":

@@ -18,7 +18,10 @@ Continuous columns (``kind="continuous"``)
        bands, and the flow would trade one for the other. The inverse snaps anything
        below :math:`\ell - g/2` (above :math:`h + g/2`) back to the exact spike value,
        so spike frequencies and their correlations with other columns are learnt by
-       the flow like any other density feature.
+       the flow like any other density feature. The artifact records each spike's side
+       (``spike_high``); loading one without it is an error. (The shipped artifacts
+       trained before spikes could go above had every band below; ``spike_high: false``
+       was written into their metadata to say so, with no change to their output.)
     2. *Shape*: ``log`` :math:`t = \log(x + o)`, ``logit`` :math:`t = \log(x/(1-x))`
        (fractions, clipped to :math:`[\epsilon, 1-\epsilon]`), ``symlog``
        :math:`t = \operatorname{sign}(x)\log(1 + |x|/s)` with :math:`s` the fitted median
@@ -50,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from flashsim.errors import FlashSimError
+
 __all__ = [
     "CLAMP",
     "ColumnSpec",
@@ -64,6 +69,8 @@ _GAP = 0.2
 _WIDTH = 0.3
 _LOGIT_EPS = 1e-5
 _MAX_INTEGER_RANGE = 1024
+_CONTINUOUS_PARAMS = ("spikes", "spike_high", "scale", "mean", "std", "lo", "hi")
+_DISCRETE_PARAMS = ("values",)
 
 
 @dataclass(frozen=True)
@@ -161,10 +168,8 @@ class ColumnTransform:
     def _bands(self) -> list[tuple[float, int, int]]:
         """Per spike: the edge its band hangs from, the side (-1 below, +1 above), its rank."""
         p = self.params
-        # artifacts written before spikes could go above the distribution lack the key
-        high = p.get("spike_high", [False] * len(p["spikes"]))
         bands, rank = [], {-1: 0, 1: 0}
-        for is_high in high:
+        for is_high in p["spike_high"]:
             side = 1 if is_high else -1
             bands.append((p["hi"] if is_high else p["lo"], side, rank[side]))
             rank[side] += 1
@@ -201,10 +206,19 @@ class ColumnTransform:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ColumnTransform:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; raises :class:`FlashSimError` for incomplete parameters."""
         spec = dict(data["spec"])
         spec["values"] = tuple(spec["values"]) if spec["values"] is not None else None
-        return cls(ColumnSpec(**spec), dict(data["params"]))
+        params = dict(data["params"])
+        required = _DISCRETE_PARAMS if spec.get("kind") == "discrete" else _CONTINUOUS_PARAMS
+        missing = [key for key in required if key not in params]
+        if missing:
+            raise FlashSimError(f"column {spec['name']!r} lacks the fitted parameter(s) "
+                                f"{', '.join(missing)}: re-train the model with this flashsim")
+        if "spikes" in params and len(params["spike_high"]) != len(params["spikes"]):
+            raise FlashSimError(f"column {spec['name']!r} has {len(params['spikes'])} spikes "
+                                f"but {len(params['spike_high'])} spike_high flags: re-train it")
+        return cls(ColumnSpec(**spec), params)
 
 
 def _discrete_values(spec: ColumnSpec, x: np.ndarray) -> list[float]:

@@ -38,7 +38,9 @@ class ModelSpec:
     """One model of an object: what it conditions on and which columns it may generate.
 
     ``targets`` are candidates: training keeps those present in the training files
-    and records the list in the artifact.
+    and records the list in the artifact. ``required`` names the targets the simulation
+    cannot do without: training fails when the files lack one, and so does loading an
+    artifact that does not generate one.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ModelSpec:
     context: tuple[ColumnSpec, ...]
     targets: tuple[ColumnSpec, ...] = ()
     max_count: int = 0
+    required: tuple[str, ...] = ()
 
 
 @dataclass

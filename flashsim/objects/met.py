@@ -21,6 +21,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.errors import FlashSimError
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects import fake_jet, jet, muon
 from flashsim.objects.common import (
@@ -78,7 +79,8 @@ PV_TARGETS = (
 
 MODELS = {
     "met_flow": ModelSpec("met_flow", "met", "flow", MET_CONTEXT, MET_TARGETS),
-    "pv_flow": ModelSpec("pv_flow", "met", "flow", PV_CONTEXT, PV_TARGETS),
+    "pv_flow": ModelSpec("pv_flow", "met", "flow", PV_CONTEXT, PV_TARGETS,
+                         required=("fixedGridRhoFastjetAll",)),
 }
 
 
@@ -94,8 +96,13 @@ def _met_context(gen: dict, delta: tuple[np.ndarray, np.ndarray]) -> dict[str, n
 
 def _pv_context(gen: dict) -> dict[str, np.ndarray]:
     pileup = gen["Pileup"]
-    n_pu = pileup.nPU if "nPU" in ak.fields(pileup) else pileup.nTrueInt
-    return {"pileup": np.asarray(pileup.nTrueInt, np.float64), "n_pu": np.asarray(n_pu, np.float64),
+    missing = [f"Pileup_{name}" for name in ("nTrueInt", "nPU") if name not in ak.fields(pileup)]
+    if missing:
+        raise FlashSimError(f"the input lacks {' and '.join(missing)}, which the pileup model "
+                            "(pv_flow) conditions on; give GEN NanoAOD or NANOAODSIM that has "
+                            "them (CMS files and `flashsim generate` do)")
+    return {"pileup": np.asarray(pileup.nTrueInt, np.float64),
+            "n_pu": np.asarray(pileup.nPU, np.float64),
             "gen_ht": fake_jet.event_activity(gen)["gen_ht"]}
 
 
@@ -147,7 +154,7 @@ def simulate_met(gen: dict, models, rng: np.random.Generator, muons: ak.Array,
 def simulate_pv(gen: dict, models, rng: np.random.Generator) -> tuple[ak.Array, np.ndarray]:
     """Flash-simulated ``PV`` (``N * {npvs, npvsGood, x, y, z, ...}``) and ``fixedGridRhoFastjetAll``."""
     out = models["pv_flow"].sample(_pv_context(gen), rng)
-    rho = np.asarray(out.pop("fixedGridRhoFastjetAll", np.zeros(len(gen["event"]))))
+    rho = np.asarray(out.pop("fixedGridRhoFastjetAll"))  # required: load_models checks it
     if "npvs" in out and "npvsGood" in out:  # a good vertex is a vertex
         out["npvsGood"] = np.minimum(out["npvsGood"], out["npvs"])
     rho = typed(None, {"fixedGridRhoFastjetAll": rho})["fixedGridRhoFastjetAll"]
