@@ -2,7 +2,7 @@
 compared with generating the events in the first place?
 
 On one GEN NanoAOD file (by default ``n_events`` Pythia events of ``process``, made
-once with :func:`flashsim.generation.generate_file` and cached in the temporary
+once with :func:`flashsim.production.generate_file` and cached in the temporary
 directory), the path of ``flashsim simulate`` is timed — the
 :class:`~flashsim.processor.FlashSimProcessor` under coffea's ``Runner`` with the
 iterative executor (:func:`flashsim.simulation.run_processor`), one chunk file per
@@ -41,7 +41,7 @@ STAGES = ("read", "muon", "jet", "fake_jet", "assembly", "met_pv", "write")
 
 def _cached_gen_file(process: str, n_events: int, seed: int) -> Path:
     """A GEN NanoAOD file of ``process``, generated once and kept in the temp directory."""
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
 
     cache = Path(tempfile.gettempdir()) / "flashsim-benchmark"
     cache.mkdir(exist_ok=True)
@@ -79,7 +79,7 @@ def measure_flash(path: Path, chunk_size: int, *, models: str | Path | None = No
 def measure_generation(process: str, n_events: int, *, seed: int = 1) -> dict[str, float]:
     """Seconds to generate ``n_events`` of ``process`` as GEN NanoAOD (``generation``)
     and as NANOAODSIM with the reference detector (``generation+refdet``)."""
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
 
     seconds = {}
     with tempfile.TemporaryDirectory() as scratch:

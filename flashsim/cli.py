@@ -34,16 +34,18 @@ def cli() -> None:
 @click.option("--list", "list_processes", is_flag=True, help="List the processes and exit.")
 def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_processes) -> None:
     """Generate PROCESS with Pythia 8 and write GEN NanoAOD (NANOAODSIM with --refsim)."""
-    from flashsim import generation
+    from flashsim.generation import PROCESSES
 
     if list_processes:
-        for name, description in generation.PROCESSES.items():
+        for name, description in PROCESSES.items():
             click.echo(f"{name:12s} {description.summary}")
         return
     if process is None or n_events is None or output is None:
         raise FlashSimError("generate needs PROCESS, -n N and -o FILE (see `flashsim generate --help`)")
-    generation.generate_file(process, n_events, output, seed=seed, jobs=jobs,
-                             pileup_mean=pileup_mean, refsim=refsim)
+    from flashsim.production import generate_file
+
+    generate_file(process, n_events, output, seed=seed, jobs=jobs, pileup_mean=pileup_mean,
+                  refsim=refsim)
 
 
 @cli.command()
@@ -109,7 +111,7 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
 def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
           max_events, only) -> None:
     """Train the models of OBJECT (muon, jet, fake_jet, met or all) on NANOAODSIM files."""
-    from flashsim.models.training import train_object
+    from flashsim.objects.training import train_object
 
     metrics = train_object(obj, list(data), model_dir, config_path=config_path,
                            max_events=max_events, only=list(only) or None,

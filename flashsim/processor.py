@@ -103,7 +103,7 @@ class FlashSimProcessor(processor.ProcessorABC):
     >>> import tempfile
     >>> from pathlib import Path
     >>> from coffea import processor
-    >>> from flashsim.generation import generate_file
+    >>> from flashsim.production import generate_file
     >>> from flashsim.processor import FlashSimProcessor, QuietNanoAODSchema
     >>> work = Path(tempfile.mkdtemp())
     >>> generate_file("dy_mumu", 20, work / "gen.root", seed=1)

@@ -94,14 +94,14 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def worker_models(directory: str | Path | None, backend: str):
-    """:func:`flashsim.models.load_models`, once per process (coffea calls ``process``
+    """:func:`flashsim.objects.load_models`, once per process (coffea calls ``process``
     once per chunk, and a worker process serves many chunks)."""
     return _cached_models(None if directory is None else str(directory), backend)
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_models(directory: str | None, backend: str):
-    from flashsim.models import load_models
+    from flashsim.objects import load_models
 
     return load_models(directory, backend=backend)
 

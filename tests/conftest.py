@@ -26,7 +26,7 @@ def tiny_models(reference_nano, tmp_path_factory) -> Path:
     """A complete model directory (every model, one epoch, tiny networks), trained once."""
     import torch
 
-    from flashsim.models.training import train_object
+    from flashsim.objects.training import train_object
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny_models")

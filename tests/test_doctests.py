@@ -10,7 +10,7 @@ import pytest
 MODULES = [
     "flashsim.kinematics",
     "flashsim.nanoaod.writer",  # write_nanoaod
-    pytest.param("flashsim.models.artifact", marks=pytest.mark.slow),  # load_models
+    pytest.param("flashsim.objects", marks=pytest.mark.slow),  # load_models
     pytest.param("flashsim.processor", marks=pytest.mark.slow),  # FlashSimProcessor
 ]
 

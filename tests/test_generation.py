@@ -12,7 +12,8 @@ import pytest
 import uproot
 
 from flashsim.errors import FlashSimError
-from flashsim.generation import PROCESSES, generate_file, iter_batches
+from flashsim.generation import PROCESSES, iter_batches
+from flashsim.production import generate_file
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
 BIT = {"isPrompt": 0, "isHardProcess": 7, "fromHardProcess": 8, "isLastCopy": 13}
@@ -129,8 +130,9 @@ def test_cli_unknown_process_and_list(tmp_path):
 
 
 def test_fastjet_banner_stays_off_stdout():
-    code = ("import awkward as ak; from flashsim.generation.genjets import cluster_sequence, _JET_DEF;"
-            "s = cluster_sequence(ak.Array([[{'px': 5.0, 'py': 0.0, 'pz': 1.0, 'E': 6.0}]]), _JET_DEF);"
+    code = ("import awkward as ak, fastjet; from flashsim.clustering import cluster_sequence;"
+            "d = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4);"
+            "s = cluster_sequence(ak.Array([[{'px': 5.0, 'py': 0.0, 'pz': 1.0, 'E': 6.0}]]), d);"
             "print(len(s.inclusive_jets()[0]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import load_model, load_models, save_model, write_manifest
+from flashsim.models.artifact import load_model, save_model, write_manifest
 from flashsim.models.flows import FlowSampler, build_flow
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.training import TrainConfig, train_model, validation_mask
 from flashsim.models.transforms import ColumnSpec, ColumnTransform, Preprocessor
-from flashsim.objects.common import ModelSpec, TrainingTable
+from flashsim.objects import load_models
 
 torch.set_num_threads(1)
 TINY = {"transforms": 2, "bins": 6, "hidden_features": [16, 16], "passes": 2}
@@ -208,7 +209,7 @@ def test_train_only_the_named_models(reference_nano, tmp_path, monkeypatch, caps
     import sys
 
     from flashsim.cli import main
-    from flashsim.models.training import train_object
+    from flashsim.objects.training import train_object
 
     metrics = train_object("jet", [reference_nano], tmp_path, only=["jet_efficiency"], epochs=1,
                            architecture=TINY, progress=False)

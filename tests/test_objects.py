@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models import load_models
-from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, simulate_reco
+from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, simulate_reco
 from flashsim.objects.common import read_training_chunk
 
 torch.set_num_threads(1)

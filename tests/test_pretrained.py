@@ -11,9 +11,9 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from flashsim.models import PRETRAINED, load_models
+from flashsim.models import PRETRAINED
 from flashsim.nanoaod import load_schema, open_events
-from flashsim.objects import MODEL_SPECS
+from flashsim.objects import MODEL_SPECS, load_models
 
 pytestmark = pytest.mark.skipif(not (PRETRAINED / "manifest.json").is_file(),
                                 reason="no shipped models in flashsim/pretrained")
@@ -35,7 +35,7 @@ def test_shipped_models_load_and_fit_the_budget():
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     """Reference-detector ttbar, Drell-Yan and VBF events and their flash simulation."""
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
     from flashsim.simulation import simulate
 
     out = tmp_path_factory.mktemp("held_out")

@@ -18,49 +18,21 @@
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-
 import awkward as ak
 import fastjet
 import numpy as np
 
+from flashsim.clustering import cluster_sequence
 from flashsim.generation.genpart import GenHistory
 from flashsim.pdg import BOTTOM, CHARM, has_quark, is_neutrino
 
-__all__ = ["GHOST_SCALE", "JET_PT_MIN", "cluster_sequence", "genjet_table"]
+__all__ = ["GHOST_SCALE", "JET_PT_MIN", "genjet_table"]
 
 GHOST_SCALE = 1e-18
 JET_PT_MIN = 10.0
 _JET_DEF = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4)
 
 _PARTICLE, _B_GHOST, _C_GHOST, _PARTON_GHOST = 0, 1, 2, 3
-
-
-def cluster_sequence(particles: ak.Array, definition) -> fastjet.ClusterSequence:
-    """``fastjet.ClusterSequence(particles, definition)``, without FastJet's banner.
-
-    FastJet's C++ prints its banner to the process's stdout on the first clustering;
-    that would land in the middle of a command's output (or of a file it is piped to).
-    """
-    _swallow_banner()
-    return fastjet.ClusterSequence(particles, definition)
-
-
-@functools.cache
-def _swallow_banner() -> None:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        fastjet.ClusterSequence(ak.Array([[{"px": 1.0, "py": 0.0, "pz": 0.0, "E": 1.0}]]),
-                                _JET_DEF)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _last_before_decay(hist: GenHistory, mask: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ the SHA-256 of every weights file; ``onnx/NAME.onnx`` files are optional (writte
 from the architecture in the metadata and the weights are loaded into it, so a
 round trip reproduces the same samples for the same noise bit for bit.
 
-:func:`load_models` returns a :class:`ModelSet` (name -> :class:`Model`) for the
+:func:`load_model_set` returns a :class:`ModelSet` (name -> :class:`Model`) for the
 ``torch`` or ``onnx`` (onnxruntime) backend; every :class:`Model` maps named NanoAOD
 context columns and numpy noise to named NanoAOD target columns.
 """
@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from torch import nn
 from flashsim.errors import FlashSimError
 from flashsim.models.classifier import Classifier, MultiplicityModel
 from flashsim.models.flows import FlowSampler, build_flow
+from flashsim.models.spec import ModelSpec
 from flashsim.models.transforms import Preprocessor
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
     "build_module",
     "library_versions",
     "load_model",
-    "load_models",
+    "load_model_set",
     "model_provenance",
     "save_model",
     "write_manifest",
@@ -245,40 +247,25 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_models(directory: str | Path | None = None, backend: str = "torch",
-                required: list[str] | None = None) -> ModelSet:
-    """Every model ``simulate`` needs, from ``directory`` (default: the shipped models).
+def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
+                   backend: str = "torch") -> ModelSet:
+    """The models named in ``specs`` from ``directory`` (default: the shipped models).
 
-    Raises :class:`FlashSimError` when the directory is missing, has no manifest, lacks
-    a required model, when an artifact's context features differ from the features
-    the object modules of this flashsim version compute, or when it does not generate a
-    target the simulation requires (``ModelSpec.required``).
-
-    >>> from flashsim.models import load_models
-    >>> models = load_models()  # the shipped models, on the torch backend
-    >>> {"muon_efficiency", "muon_flow", "jet_flow", "met_flow"} <= set(models)
-    True
-    >>> models.backend, models["muon_flow"].kind, models["muon_efficiency"].kind
-    ('torch', 'flow', 'classifier')
-    >>> models["muon_efficiency"].context.names[:3]
-    ['gen_pt', 'gen_eta', 'gen_phi']
-    >>> load_models("no/such/directory")
-    Traceback (most recent call last):
-    flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
+    Raises :class:`FlashSimError` when the directory is missing, has no manifest or lacks
+    one of the models, when an artifact's context features differ from its spec's (the
+    features the code computes), or when it does not generate a target its spec
+    requires (:attr:`ModelSpec.required`). :func:`flashsim.objects.load_models` calls it
+    with the specs of the simulated objects.
     """
-    from flashsim.objects import MODEL_SPECS
-
     directory = Path(directory) if directory is not None else PRETRAINED
     manifest = _read_manifest(directory)
-    required = list(MODEL_SPECS) if required is None else required
-    missing = [n for n in required if n not in manifest["models"]]
+    missing = [n for n in specs if n not in manifest["models"]]
     if missing:
         raise FlashSimError(f"{directory} lacks the models {', '.join(missing)}: train them with "
                             f"`flashsim train all -o {directory}`")
     models = {}
-    for name in required:
+    for name, spec in specs.items():
         model = load_model(directory, name, backend)
-        spec = MODEL_SPECS[name]
         expected = [c.name for c in spec.context]
         if model.context.names != expected:
             raise FlashSimError(f"model {name} in {directory} was trained on features "

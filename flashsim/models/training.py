@@ -35,12 +35,12 @@ from flashsim.models.artifact import (
     build_module,
     library_versions,
     save_model,
-    write_manifest,
 )
 from flashsim.models.flows import DEFAULT_FLOW
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
 
-__all__ = ["TrainConfig", "load_config", "train_model", "train_object", "validation_mask"]
+__all__ = ["TrainConfig", "load_config", "train_model", "validation_mask"]
 
 _DEFAULT_ARCH = {
     "flow": DEFAULT_FLOW,
@@ -106,7 +106,7 @@ def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
     return (w * per_row).sum() / w.sum().clamp_min(1e-12)
 
 
-def train_model(spec, table, out_dir: str | Path, config: TrainConfig,
+def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, config: TrainConfig,
                 provenance: dict[str, Any] | None = None, *, progress: bool = True) -> Model:
     """Fit preprocessing and network of model ``spec`` on ``table``; save the artifact."""
     out_dir = Path(out_dir)
@@ -274,43 +274,3 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
-                 config_path: str | Path | None = None, max_events: int | None = None,
-                 only: list[str] | None = None, progress: bool = True,
-                 **overrides: Any) -> dict[str, dict]:
-    """Train every model of object ``obj`` (or ``"all"``) on NANOAODSIM files ``data``,
-    or the models named in ``only``.
-
-    Writes the artifacts and an updated ``manifest.json`` into ``out_dir``; returns
-    ``{model name: metrics}``.
-    """
-    from flashsim.objects import OBJECTS
-    from flashsim.objects.common import read_training_chunk
-
-    names = list(OBJECTS) if obj == "all" else [obj]
-    unknown = [n for n in names if n not in OBJECTS]
-    if unknown:
-        raise FlashSimError(f"unknown object {obj!r}; choose one of {', '.join(OBJECTS)} or all")
-    available = [m for n in names for m in OBJECTS[n].MODELS]
-    wrong = sorted(set(only or ()) - set(available))
-    if wrong:
-        raise FlashSimError(f"--model {', '.join(wrong)} is not a model of {obj}; "
-                            f"choose from {', '.join(available)}")
-    branches = sorted({b for n in names for b in OBJECTS[n].TRAINING_NAMES})
-    chunk, provenance = read_training_chunk(list(data), branches, max_events)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {}
-    for name in names:
-        module = OBJECTS[name]
-        for model_name, table in module.training_tables(chunk).items():
-            if model_name not in module.MODELS or (only and model_name not in only):
-                continue
-            config = load_config(config_path, model_name, **overrides)
-            model = train_model(module.MODELS[model_name], table, out_dir, config, provenance,
-                                progress=progress)
-            metrics[model_name] = model.meta["metrics"]
-    write_manifest(out_dir)
-    return metrics

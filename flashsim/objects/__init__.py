@@ -1,12 +1,12 @@
 """Simulated objects: one module per object, a registry, and the one-call simulation.
 
 Registry: :data:`OBJECTS` (object name -> module with ``MODELS``, ``TRAINING_NAMES``,
-``training_tables``) and :data:`MODEL_SPECS` (model name -> :class:`ModelSpec`).
+``training_tables``) and :data:`MODEL_SPECS` (model name -> :class:`ModelSpec`);
+:func:`load_models` loads the models they declare, :mod:`.training` trains them.
 
 What the processor calls::
 
-    from flashsim.models import load_models
-    from flashsim.objects import simulate_reco
+    from flashsim.objects import load_models, simulate_reco
 
     models = load_models(model_dir, backend="torch")   # or "onnx"
     reco = simulate_reco(gen_chunk, models, np.random.default_rng(seed))
@@ -18,17 +18,46 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
+from flashsim.models.artifact import ModelSet, load_model_set
+from flashsim.models.spec import ModelSpec
 from flashsim.objects import crossref, fake_jet, jet, met, muon
-from flashsim.objects.common import ModelSpec
 
-__all__ = ["MODEL_SPECS", "OBJECTS", "simulate_reco"]
+__all__ = ["MODEL_SPECS", "OBJECTS", "load_models", "simulate_reco"]
 
 OBJECTS = {"muon": muon, "jet": jet, "fake_jet": fake_jet, "met": met}
 MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
                                      for name, spec in module.MODELS.items()}
+
+
+def load_models(directory: str | Path | None = None, backend: str = "torch",
+                required: list[str] | None = None) -> ModelSet:
+    """Every model :func:`simulate_reco` needs (or those named in ``required``), from
+    ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`.
+
+    Raises :class:`~flashsim.errors.FlashSimError` when the directory is missing, has no
+    manifest, lacks a required model, when an artifact's context features differ from the
+    features the object modules of this flashsim version compute, or when it does not
+    generate a target the simulation requires (``ModelSpec.required``); see
+    :func:`flashsim.models.artifact.load_model_set`.
+
+    >>> from flashsim.objects import load_models
+    >>> models = load_models()  # the shipped models, on the torch backend
+    >>> {"muon_efficiency", "muon_flow", "jet_flow", "met_flow"} <= set(models)
+    True
+    >>> models.backend, models["muon_flow"].kind, models["muon_efficiency"].kind
+    ('torch', 'flow', 'classifier')
+    >>> models["muon_efficiency"].context.names[:3]
+    ['gen_pt', 'gen_eta', 'gen_phi']
+    >>> load_models("no/such/directory")
+    Traceback (most recent call last):
+    flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
+    """
+    names = list(MODEL_SPECS) if required is None else required
+    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend)
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,

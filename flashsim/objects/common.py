@@ -1,14 +1,15 @@
-"""Shared pieces of the object modules: model specs, training tables, columnar helpers.
+"""Shared pieces of the object modules: schema-typed columns, event weights and keys,
+reading training files, columnar helpers.
 
-Every simulated quantity is described by a :class:`ModelSpec` (its context columns and
-candidate target columns) and trained from a :class:`TrainingTable` that the object
-module extracts from a NANOAODSIM chunk. Geometry helpers work on awkward arrays of
-any nesting without Python loops.
+Every simulated quantity is described by a :class:`~flashsim.models.spec.ModelSpec` (its
+context columns and candidate target columns) and trained from a
+:class:`~flashsim.models.spec.TrainingTable` that the object module extracts from a
+NANOAODSIM chunk. Geometry helpers work on awkward arrays of any nesting without Python
+loops.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import awkward as ak
@@ -19,8 +20,6 @@ from flashsim.kinematics import delta_r
 from flashsim.models.transforms import ColumnSpec
 
 __all__ = [
-    "ModelSpec",
-    "TrainingTable",
     "allowed_values",
     "discrete",
     "event_keys",
@@ -31,39 +30,6 @@ __all__ = [
     "typed",
     "vector_sum",
 ]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of an object: what it conditions on and which columns it may generate.
-
-    ``targets`` are candidates: training keeps those present in the training files
-    and records the list in the artifact. ``required`` names the targets the simulation
-    cannot do without: training fails when the files lack one, and so does loading an
-    artifact that does not generate one.
-    """
-
-    name: str
-    object: str
-    kind: str
-    context: tuple[ColumnSpec, ...]
-    targets: tuple[ColumnSpec, ...] = ()
-    max_count: int = 0
-    required: tuple[str, ...] = ()
-
-
-@dataclass
-class TrainingTable:
-    """Rows for one model: named context/target columns, per-row weight and event key."""
-
-    context: dict[str, np.ndarray]
-    target: dict[str, np.ndarray]
-    weight: np.ndarray
-    event: np.ndarray
-    info: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.weight)
 
 
 def allowed_values(collection: str, branch: str) -> tuple[float, ...] | None:

@@ -22,10 +22,9 @@ import numpy as np
 
 from flashsim.kinematics import delta_phi
 from flashsim.models.classifier import draw_counts
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
-    ModelSpec,
-    TrainingTable,
     discrete,
     event_keys,
     event_weights,

@@ -31,10 +31,9 @@ import awkward as ak
 import numpy as np
 
 from flashsim.kinematics import delta_phi, delta_r
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
-    ModelSpec,
-    TrainingTable,
     discrete,
     event_keys,
     event_weights,

@@ -22,11 +22,10 @@ import awkward as ak
 import numpy as np
 
 from flashsim.errors import FlashSimError
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects import fake_jet, jet, muon
 from flashsim.objects.common import (
-    ModelSpec,
-    TrainingTable,
     event_keys,
     event_weights,
     typed,

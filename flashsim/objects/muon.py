@@ -29,11 +29,10 @@ import awkward as ak
 import numpy as np
 
 from flashsim.kinematics import delta_phi
+from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.muon_working_points import derived_ids
 from flashsim.objects.common import (
-    ModelSpec,
-    TrainingTable,
     discrete,
     event_keys,
     event_weights,

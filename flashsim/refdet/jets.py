@@ -34,7 +34,7 @@ import awkward as ak
 import fastjet
 import numpy as np
 
-from flashsim.generation.genjets import cluster_sequence
+from flashsim.clustering import cluster_sequence
 from flashsim.kinematics import delta_r
 from flashsim.refdet.calorimeter import (
     KIND_CH,

@@ -68,7 +68,7 @@ def run_hmumu_benchmark(
     the same GEN events with the shipped (or ``models``) models, run the analysis on both,
     write ``summary.md``, ``metrics.json`` and PNGs to ``outdir``; return the metrics.
     With ``validate`` also write a ``flashsim validate`` report per process."""
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
     from flashsim.simulation import simulate
     from flashsim.validation.compare import run_validation
     from flashsim.validation.report import write_benchmark_report

@@ -1,0 +1,56 @@
+"""What a model learns (:class:`ModelSpec`) and the rows it learns from (:class:`TrainingTable`).
+
+The object modules (:mod:`flashsim.objects`) declare one :class:`ModelSpec` per model and cut
+:class:`TrainingTable` rows out of NANOAODSIM; the training loop and the artifact loader of this
+package take them as inputs. The dependency runs one way: ``objects`` imports ``models``, never
+the reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flashsim.models.transforms import ColumnSpec
+
+__all__ = ["ModelSpec", "TrainingTable"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of an object: what it conditions on and which columns it may generate.
+
+    ``kind`` is ``flow``, ``classifier`` or ``multiplicity`` (with ``max_count`` classes
+    0..max_count). ``targets`` are candidates: training keeps those present in the training
+    files and records the list in the artifact. ``required`` names the targets the simulation
+    cannot do without: training fails when the files lack one, and so does loading an
+    artifact that does not generate one.
+    """
+
+    name: str
+    object: str
+    kind: str
+    context: tuple[ColumnSpec, ...]
+    targets: tuple[ColumnSpec, ...] = ()
+    max_count: int = 0
+    required: tuple[str, ...] = ()
+
+
+@dataclass
+class TrainingTable:
+    """Rows for one model: named context/target columns, per-row weight and event key.
+
+    ``info`` carries per-event by-products an object module hands to another (the MET
+    model's :math:`\\sum \\Delta\\vec p_T` of the muons and jets); training ignores it.
+    """
+
+    context: dict[str, np.ndarray]
+    target: dict[str, np.ndarray]
+    weight: np.ndarray
+    event: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.weight)
