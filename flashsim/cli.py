@@ -15,6 +15,11 @@ from flashsim.errors import FlashSimError
 
 __all__ = ["main"]
 
+def _show_progress(quiet: bool) -> bool:
+    """Progress bars go to stderr: only to a terminal, and never with ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flashsim")
 def cli() -> None:
@@ -70,10 +75,19 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
               help="Generate PROCESS with Pythia and simulate it directly (no INPUT files).")
 @click.option("-n", "--events", "n_events", type=int, default=None,
               help="Events to generate with --generate.")
+@click.option("--batch-events", type=int, default=None,
+              help="Output events simulated at once; memory grows with it "
+                   "(default: flashsim.runtime.BATCH_EVENTS).")
+@click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
+                                             "terminal).")
 def simulate(inputs, output, models, oversample, executor, workers, scheduler, chunksize, seed,
-             backend, process, n_events) -> None:
+             backend, process, n_events, batch_events, quiet) -> None:
     """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
     from flashsim import simulation
+    from flashsim.runtime import BATCH_EVENTS
+
+    batching = {"batch_events": BATCH_EVENTS if batch_events is None else batch_events,
+                "progress": _show_progress(quiet)}
 
     if process is not None:
         if inputs:
@@ -82,12 +96,13 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
             raise FlashSimError("--generate needs -n N, the number of events")
         manifest = simulation.simulate_generated(process, n_events, output, models=models,
                                                  oversample=oversample, seed=seed,
-                                                 backend=backend)
+                                                 backend=backend, **batching)
     else:
         manifest = simulation.simulate(list(inputs), output, models=models,
                                        oversample=oversample, executor=executor,
                                        workers=workers, scheduler=scheduler,
-                                       chunksize=chunksize, seed=seed, backend=backend)
+                                       chunksize=chunksize, seed=seed, backend=backend,
+                                       **batching)
     seconds = manifest["seconds"]
     rate = f" ({manifest['events_out'] / seconds:.0f} events/s)" if seconds > 0 else ""
     click.echo(f"wrote {manifest['events_out']} events to {output} in {seconds:.1f} s{rate}")

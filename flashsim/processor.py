@@ -5,14 +5,16 @@
 1. takes every GEN collection and the event ids from the NanoEvents
    (:func:`gen_chunk_from_events`; the RECO collections of a NANOAODSIM input are
    not copied);
-2. simulates the chunk with :func:`flashsim.runtime.simulate_chunk`: every event
-   replicated ``oversample`` times (branch ``flashsimReplica``), then efficiency, flow
-   and post-processing of every object, cross-references rebuilt;
-3. writes GEN + flash RECO with the project's NanoAOD writer;
+2. simulates the chunk in batches of output events with
+   :func:`flashsim.runtime.simulate_batches`: every event replicated ``oversample`` times
+   (branch ``flashsimReplica``), then efficiency, flow and post-processing of every object,
+   cross-references rebuilt;
+3. appends each batch, GEN + flash RECO, to the chunk's file with the project's NanoAOD
+   writer, so that one batch, not the chunk, is in memory at a time;
 4. returns the bookkeeping as a coffea accumulator.
 
 Randomness is derived per chunk from ``(seed, file UUID, entry range)``
-(:func:`flashsim.runtime.chunk_rng`) and torch runs on one thread, so the output does
+(:func:`flashsim.runtime.chunk_seed`) and per batch from the batch's index and torch runs on one thread, so the output does
 not depend on the executor or on the number of workers.
 
 It runs under any coffea ``Runner``::
@@ -34,17 +36,19 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 from coffea import processor
+from tqdm import tqdm
 
 from flashsim.nanoaod.schema import load_schema
-from flashsim.nanoaod.writer import write_nanoaod
+from flashsim.nanoaod.writer import NanoAODWriter
 from flashsim.runtime import (
+    BATCH_EVENTS,
     QuietNanoAODSchema,
-    chunk_rng,
+    chunk_seed,
     gen_names,
     one_torch_thread,
     quiet_coffea,
     scaled_runs,
-    simulate_chunk,
+    simulate_batches,
     worker_models,
 )
 
@@ -90,6 +94,11 @@ class FlashSimProcessor(processor.ProcessorABC):
         Simulate every GEN event this many times with independent noise.
     backend:
         ``"torch"`` or ``"onnx"``.
+    batch_events:
+        Output events simulated at once (see :data:`flashsim.runtime.BATCH_EVENTS`); the
+        peak memory of a worker grows with it, not with the chunk size.
+    progress:
+        Show a bar of the chunk's output events (for an in-process executor on a terminal).
 
     The accumulator holds the chunk files (``chunks``), ``events_in``, ``events_out``,
     ``seconds`` and ``stage_seconds``: the seconds per stage — ``read`` (GEN chunk from
@@ -128,12 +137,16 @@ class FlashSimProcessor(processor.ProcessorABC):
         seed: int = 1,
         oversample: int = 1,
         backend: str = "torch",
+        batch_events: int = BATCH_EVENTS,
+        progress: bool = False,
     ) -> None:
         self.output_dir = str(output_dir)
         self.models = None if models is None else str(models)
         self.seed = seed
         self.oversample = oversample
         self.backend = backend
+        self.batch_events = batch_events
+        self.progress = progress
 
     def process(self, events) -> dict:
         with quiet_coffea(), one_torch_thread():
@@ -146,7 +159,6 @@ class FlashSimProcessor(processor.ProcessorABC):
         file_key = str(meta.get("fileuuid") or meta["filename"])
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
         models = worker_models(self.models, self.backend)
-        rng = chunk_rng(self.seed, file_key, start, stop)
 
         began = time.perf_counter()
         gen = gen_chunk_from_events(events)
@@ -156,18 +168,26 @@ class FlashSimProcessor(processor.ProcessorABC):
         if runs is not None and start > 0:
             runs = _no_runs()
         stages["read"] = time.perf_counter() - began
-        chunk = simulate_chunk(gen, models, rng, oversample=self.oversample, timings=stages)
-        began = time.perf_counter()
         name = f"{meta.get('dataset', 'flash')}_{file_key[:12]}_{start}_{stop}.root"
         path = Path(self.output_dir) / name
-        write_nanoaod(path, chunk, runs=runs)
-        stages["write"] = time.perf_counter() - began
+        n_out = len(gen["event"]) * self.oversample
+        batches = simulate_batches(gen, models, chunk_seed(self.seed, file_key, start, stop),
+                                   oversample=self.oversample, batch_events=self.batch_events,
+                                   timings=stages)
+        with tqdm(total=n_out, unit="ev", desc=f"{Path(meta['filename']).name} [{start}:{stop}]",
+                  disable=not self.progress, leave=False, dynamic_ncols=True) as bar, \
+                NanoAODWriter(path, runs=runs) as writer:
+            for batch in batches:
+                began = time.perf_counter()
+                writer.write(batch)
+                stages["write"] = stages.get("write", 0.0) + time.perf_counter() - began
+                bar.update(len(batch["event"]))
         return {
             # a plain list: coffea's list_accumulator cannot be added to a list
             "chunks": [{"path": str(path), "dataset": meta.get("dataset"),
                         "file": meta["filename"], "entry_start": start, "entry_stop": stop}],
             "events_in": len(gen["event"]),
-            "events_out": len(chunk["event"]),
+            "events_out": n_out,
             "seconds": time.perf_counter() - started,
             "stage_seconds": stages,
         }

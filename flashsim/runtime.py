@@ -4,14 +4,16 @@ Every driver — the coffea :class:`~flashsim.processor.FlashSimProcessor`,
 ``flashsim simulate --generate`` (Pythia straight into flashsim), ``flashsim benchmark``
 and the VBF H→μμ benchmark — runs a chunk the same way, with these pieces:
 
-- :func:`chunk_rng`: the chunk's random generator, a pure function of
+- :func:`chunk_seed`: the chunk's :class:`numpy.random.SeedSequence`, a pure function of
   ``(seed, file key, entry range)``, so the output does not depend on the executor or
-  the number of workers;
+  the number of workers; :func:`batch_rng` derives batch ``b``'s generator from it;
 - :func:`worker_models`: the models, loaded once per process;
 - :func:`one_torch_thread`: torch on one thread, so that float32 products round the same
   way in every worker;
-- :func:`simulate_chunk`: GEN chunk in (events replicated :func:`replicate`-fold), GEN +
-  flash RECO chunk out; :func:`gen_names` are the GEN names passed through;
+- :func:`simulate_batches`: GEN chunk in, GEN + flash RECO out in batches of at most
+  :data:`BATCH_EVENTS` output events (each batch replicated by :func:`replicate` on its own),
+  so memory stays bounded whatever the chunk size and the oversampling;
+  :func:`gen_names` are the GEN names passed through;
 - :func:`scaled_runs`: the input's ``Runs`` tree scaled by the oversampling;
 - :func:`quiet_coffea`, :class:`QuietNanoAODSchema`: coffea without its warnings about
   collections and cross-references that GEN inputs and flash outputs do not have.
@@ -23,7 +25,7 @@ import contextlib
 import functools
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +35,22 @@ from flashsim.nanoaod.reader import read_runs
 from flashsim.nanoaod.schema import load_schema
 
 __all__ = [
+    "BATCH_EVENTS",
     "QuietNanoAODSchema",
-    "chunk_rng",
+    "batch_rng",
+    "chunk_seed",
     "gen_names",
     "one_torch_thread",
     "quiet_coffea",
     "replicate",
     "scaled_runs",
-    "simulate_chunk",
+    "simulate_batches",
     "worker_models",
 ]
+
+BATCH_EVENTS = 10_000
+"""Output events (after oversampling) simulated at once. Peak memory grows with this number,
+not with the chunk size or the oversampling; README's memory table shows the trade-off."""
 
 _GEN_SINGLES = ("Pileup", "Generator", "run", "luminosityBlock", "event")
 
@@ -106,38 +114,67 @@ def _cached_models(directory: str | None, backend: str):
     return load_models(directory, backend=backend)
 
 
-def chunk_rng(seed: int, file_key: str, entry_start: int, entry_stop: int) -> np.random.Generator:
-    """The random generator of one chunk, a pure function of the chunk's identity."""
-    sequence = np.random.SeedSequence(
+def chunk_seed(seed: int, file_key: str, entry_start: int,
+               entry_stop: int) -> np.random.SeedSequence:
+    """The seed sequence of one chunk, a pure function of the chunk's identity."""
+    return np.random.SeedSequence(
         [seed, zlib.crc32(file_key.encode()), int(entry_start), int(entry_stop)]
     )
-    return np.random.default_rng(sequence)
 
 
-def replicate(gen: dict, copies: int) -> dict:
-    """Repeat every event ``copies`` times, adjacent, and number the copies.
+def batch_rng(chunk: np.random.SeedSequence, index: int) -> np.random.Generator:
+    """The random generator of batch ``index`` of a chunk: the chunk's seed sequence with
+    ``index`` appended to its spawn key (what ``SeedSequence.spawn`` gives its ``index``-th
+    child, but without the parent's counter, so that it is a pure function of both)."""
+    child = np.random.SeedSequence(chunk.entropy, spawn_key=(*chunk.spawn_key, int(index)),
+                                   pool_size=chunk.pool_size)
+    return np.random.default_rng(child)
 
-    The copies keep the source ``run``/``luminosityBlock``/``event``; the branch
-    ``flashsimReplica`` (0..copies-1) tells them apart.
+
+def replicate(gen: dict, copies: int, start: int = 0, stop: int | None = None) -> dict:
+    """Output events ``start`` to ``stop`` of the chunk with every event repeated ``copies``
+    times, adjacent, and the copies numbered.
+
+    Output event ``i`` is copy ``i % copies`` of GEN event ``i // copies``, so a slice of the
+    replicated chunk is made without making the rest. The copies keep the source
+    ``run``/``luminosityBlock``/``event``; the branch ``flashsimReplica`` (0..copies-1)
+    tells them apart.
     """
-    n_events = len(gen["event"])
-    index = np.repeat(np.arange(n_events), copies)
+    if stop is None:
+        stop = len(gen["event"]) * copies
+    output_index = np.arange(start, stop)
+    index = output_index // copies
     out = {name: array[index] for name, array in gen.items()}
-    out["flashsimReplica"] = np.tile(np.arange(copies, dtype=np.uint32), n_events)
+    out["flashsimReplica"] = (output_index % copies).astype(np.uint32)
     return out
 
 
-def simulate_chunk(gen: dict, models, rng: np.random.Generator, *, oversample: int = 1,
-                   timings: dict[str, float] | None = None) -> dict:
-    """GEN chunk in, GEN + flash RECO chunk out (in the writer's chunk format).
+def simulate_batches(gen: dict, models, chunk: np.random.SeedSequence, *, oversample: int = 1,
+                     batch_events: int = BATCH_EVENTS, timings: dict[str, float] | None = None,
+                     progress: Callable[[int], object] | None = None) -> Iterator[dict]:
+    """GEN chunk in; GEN + flash RECO out, in the writer's chunk format, one batch at a time.
+
+    The ``len(gen) * oversample`` output events are cut into consecutive batches of
+    ``batch_events``; batch ``b`` is replicated (:func:`replicate`) and simulated on its own
+    with :func:`batch_rng` ``(chunk, b)``. Only one batch is in memory at a time, so the peak
+    does not grow with the chunk size or the oversampling. The output is a pure function of
+    ``(chunk, oversample, batch_events)``. An empty chunk gives one empty batch (a writer
+    needs one to know the layout).
 
     ``timings``, if given, accumulates the seconds per simulation stage
-    (see :func:`flashsim.objects.simulate_reco`).
+    (see :func:`flashsim.objects.simulate_reco`); ``progress``, if given, is called with
+    the number of output events of each finished batch.
     """
     from flashsim.objects import simulate_reco
 
-    gen = replicate(gen, oversample)
-    return {**gen, **simulate_reco(gen, models, rng, timings)}
+    if batch_events < 1:
+        raise ValueError(f"batch_events must be at least 1 (got {batch_events})")
+    n_out = len(gen["event"]) * oversample
+    for index, start in enumerate(range(0, max(n_out, 1), batch_events)):
+        batch = replicate(gen, oversample, start, min(start + batch_events, n_out))
+        yield {**batch, **simulate_reco(batch, models, batch_rng(chunk, index), timings)}
+        if progress is not None:
+            progress(len(batch["event"]))
 
 
 def scaled_runs(path: str | Path, oversample: int) -> dict | None:

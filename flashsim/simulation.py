@@ -29,12 +29,13 @@ from flashsim.nanoaod.writer import NanoAODWriter
 from flashsim.output_path import check_output_directory, check_output_file
 from flashsim.processor import FlashSimProcessor
 from flashsim.runtime import (
+    BATCH_EVENTS,
     QuietNanoAODSchema,
-    chunk_rng,
+    chunk_seed,
     gen_names,
     quiet_coffea,
     scaled_runs,
-    simulate_chunk,
+    simulate_batches,
     worker_models,
 )
 
@@ -56,8 +57,16 @@ def simulate(
     chunksize: int = 100_000,
     seed: int = 1,
     backend: str = "torch",
+    batch_events: int = BATCH_EVENTS,
+    progress: bool = False,
 ) -> dict:
     """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest.
+
+    Each chunk is simulated and written ``batch_events`` output events at a time, which
+    bounds the memory of a worker (:func:`flashsim.runtime.simulate_batches`); the output
+    is a pure function of the inputs, ``seed``, ``chunksize``, ``oversample`` and
+    ``batch_events``. ``progress`` shows bars (chunks; events within a chunk with the
+    iterative executor).
 
     Everything a user can get wrong (options, inputs, models, output location) is
     checked before any event is simulated. Chunk files are staged in a hidden
@@ -66,7 +75,7 @@ def simulate(
     (a shared file system).
     """
     started = time.perf_counter()
-    _check_options(oversample, executor, workers, chunksize, backend)
+    _check_options(oversample, executor, workers, chunksize, backend, batch_events)
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise FlashSimError("no input files given: pass one or more GEN NanoAOD files")
@@ -85,11 +94,14 @@ def simulate(
 
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
+        # a bar inside a chunk only where the processor runs in this process
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
-                                  backend=backend)
+                                  backend=backend, batch_events=batch_events,
+                                  progress=progress and executor == "iterative")
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = run_processor(flash, nonempty, executor=executor, workers=workers,
-                               scheduler=scheduler, chunksize=chunksize) if nonempty else {}
+                               scheduler=scheduler, chunksize=chunksize,
+                               progress=progress) if nonempty else {}
         order = {str(p): i for i, p in enumerate(inputs)}
         chunks = sorted(result.get("chunks", []),
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
@@ -103,6 +115,7 @@ def simulate(
             "seed": seed,
             "oversample": oversample,
             "chunksize": chunksize,
+            "batch_events": batch_events,
             "executor": executor,
             "workers": workers,
             "events_in": int(sum(entries.values())),
@@ -112,7 +125,7 @@ def simulate(
                        for c in chunks],
         }
         if single_file:
-            _merge(chunks, output)
+            _merge(chunks, output, batch_events)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         if not single_file:
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -133,14 +146,19 @@ def simulate_generated(
     backend: str = "torch",
     batch_size: int = 500,
     pileup_mean: float = 30.0,
+    batch_events: int = BATCH_EVENTS,
+    progress: bool = False,
 ) -> dict:
-    """Generate ``process`` with Pythia and flash-simulate it in memory into one ROOT file."""
+    """Generate ``process`` with Pythia and flash-simulate it in memory into one ROOT file.
+
+    Pythia makes ``batch_size`` events at a time; each is flash-simulated and written in
+    batches of ``batch_events`` output events (:func:`flashsim.runtime.simulate_batches`)."""
     from tqdm import tqdm
 
     from flashsim import generation
 
     started = time.perf_counter()
-    _check_options(oversample, "iterative", 1, batch_size, backend)
+    _check_options(oversample, "iterative", 1, batch_size, backend, batch_events)
     if n_events < 1:
         raise FlashSimError(f"-n must be at least 1 (got {n_events})")
     if process not in generation.PROCESSES:
@@ -155,14 +173,17 @@ def simulate_generated(
     _ensure_dir(output.parent)
 
     done = 0
-    with NanoAODWriter(output) as writer, tqdm(total=n_events, unit="ev", desc=process) as bar:
+    with NanoAODWriter(output) as writer, tqdm(total=n_events * oversample, unit="ev",
+                                                desc=process, disable=not progress,
+                                                dynamic_ncols=True) as bar:
         for batch in generation.iter_batches(process, n_events, seed=seed,
                                              pileup_mean=pileup_mean, batch_size=batch_size):
             n = len(batch.nano["event"])
-            rng = chunk_rng(seed, f"generate:{process}", done, done + n)
-            writer.write(simulate_chunk(batch.nano, loaded, rng, oversample=oversample))
+            sequence = chunk_seed(seed, f"generate:{process}", done, done + n)
+            for flash in simulate_batches(batch.nano, loaded, sequence, oversample=oversample,
+                                          batch_events=batch_events, progress=bar.update):
+                writer.write(flash)
             done += n
-            bar.update(n)
     return {
         "process": process,
         "outputs": [str(output)],
@@ -175,7 +196,7 @@ def simulate_generated(
 
 
 def _check_options(oversample: int, executor: str, workers: int, chunksize: int,
-                   backend: str) -> None:
+                   backend: str, batch_events: int) -> None:
     if oversample < 1:
         raise FlashSimError(f"--oversample must be at least 1 (got {oversample})")
     if executor not in EXECUTORS:
@@ -184,6 +205,8 @@ def _check_options(oversample: int, executor: str, workers: int, chunksize: int,
         raise FlashSimError(f"--workers must be at least 1 (got {workers})")
     if chunksize < 1:
         raise FlashSimError(f"--chunksize must be at least 1 (got {chunksize})")
+    if batch_events < 1:
+        raise FlashSimError(f"--batch-events must be at least 1 (got {batch_events})")
     if backend not in ("torch", "onnx"):
         raise FlashSimError(f"unknown backend {backend!r}; choose torch or onnx")
 
@@ -193,14 +216,15 @@ def _ensure_dir(directory: Path) -> Path:
     return directory
 
 
-def _executor(kind: str, workers: int, scheduler: str | None):
+def _executor(kind: str, workers: int, scheduler: str | None, progress: bool):
     from coffea import processor
 
     if kind == "iterative":
-        return processor.IterativeExecutor(status=True, desc="flash-simulating", unit="chunk")
+        # the processor's own bar counts events within each chunk; coffea's would fight it
+        return processor.IterativeExecutor(status=False)
     if kind == "futures":
-        return processor.FuturesExecutor(workers=workers, status=True, desc="flash-simulating",
-                                         unit="chunk")
+        return processor.FuturesExecutor(workers=workers, status=progress,
+                                         desc="flash-simulating", unit="chunk")
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
@@ -208,20 +232,21 @@ def _executor(kind: str, workers: int, scheduler: str | None):
     else:
         client = Client(LocalCluster(n_workers=workers, threads_per_worker=1,
                                      processes=True, dashboard_address=None))
-    return processor.DaskExecutor(client=client, status=True, desc="flash-simulating",
+    return processor.DaskExecutor(client=client, status=progress, desc="flash-simulating",
                                   unit="chunk")
 
 
 def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str = "iterative",
                   workers: int = 1, scheduler: str | None = None,
-                  chunksize: int = 100_000) -> dict:
+                  chunksize: int = 100_000, progress: bool = False) -> dict:
     """Run ``flash`` over the ``Events`` trees of ``inputs`` (dataset ``flash``) with coffea's
     ``Runner`` and the ``executor`` asked for; return the processor's accumulator.
+    ``progress`` shows coffea's bar of chunks for the futures and dask executors.
 
     A :class:`FlashSimError` raised in a worker reaches the caller as itself."""
     from coffea import processor
 
-    pool = _executor(executor, workers, scheduler)
+    pool = _executor(executor, workers, scheduler, progress)
     try:
         runner = processor.Runner(executor=pool, chunksize=chunksize,
                                   schema=QuietNanoAODSchema)
@@ -248,11 +273,11 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
                       oversample: int) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
-    chunk = simulate_chunk(gen, worker_models(models, backend),
-                           chunk_rng(0, "", 0, 0), oversample=oversample)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
-        writer.write(chunk)
+        for batch in simulate_batches(gen, worker_models(models, backend),
+                                      chunk_seed(0, "", 0, 0), oversample=oversample):
+            writer.write(batch)
     return {"path": str(path), "file": str(source), "entry_start": 0, "entry_stop": 0}
 
 
@@ -262,8 +287,9 @@ def _present(path: str | Path, names) -> list[str]:
     return [n for n in names if n in keys or any(k.startswith(f"{n}_") for k in keys)]
 
 
-def _merge(chunks: list[dict], output: Path) -> None:
-    """Concatenate chunk files, in input order, into one NanoAOD file."""
+def _merge(chunks: list[dict], output: Path, batch_events: int = BATCH_EVENTS) -> None:
+    """Concatenate chunk files, in input order, into one NanoAOD file, ``batch_events``
+    events in memory at a time."""
     names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica"])
     runs_parts = [read_runs(c["path"]) for c in chunks]
     runs = None
@@ -271,7 +297,10 @@ def _merge(chunks: list[dict], output: Path) -> None:
         runs = {k: np.concatenate([r[k] for r in runs_parts]) for k in runs_parts[0]}
     with NanoAODWriter(output, runs=runs) as writer:
         for chunk in chunks:
-            writer.write(read_chunk(chunk["path"], names))
+            n_events = num_entries(chunk["path"])
+            for start in range(0, max(n_events, 1), batch_events):
+                writer.write(read_chunk(chunk["path"], names, start,
+                                        min(start + batch_events, n_events)))
 
 
 def _publish_directory(staging: Path, output: Path) -> None:
