@@ -37,7 +37,10 @@ def cli() -> None:
 @click.option("--refsim", is_flag=True,
               help="Also run the reference detector and write NANOAODSIM (GEN + RECO).")
 @click.option("--list", "list_processes", is_flag=True, help="List the processes and exit.")
-def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_processes) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar (also off when stderr is not a "
+                                             "terminal).")
+def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_processes,
+             quiet) -> None:
     """Generate PROCESS with Pythia 8 and write GEN NanoAOD (NANOAODSIM with --refsim)."""
     from flashsim.generation import PROCESSES
 
@@ -50,7 +53,7 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
     from flashsim.production import generate_file
 
     generate_file(process, n_events, output, seed=seed, jobs=jobs, pileup_mean=pileup_mean,
-                  refsim=refsim)
+                  refsim=refsim, progress=_show_progress(quiet))
 
 
 @cli.command()
@@ -123,15 +126,17 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
 @click.option("--max-events", type=int, default=None, help="Use at most N events in total.")
 @click.option("--model", "only", multiple=True,
               help="Train only this model of OBJECT, e.g. jet_efficiency (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
+                                             "terminal).")
 def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
-          max_events, only) -> None:
+          max_events, only, quiet) -> None:
     """Train the models of OBJECT (muon, jet, fake_jet, met or all) on NANOAODSIM files."""
     from flashsim.objects.training import train_object
 
     metrics = train_object(obj, list(data), model_dir, config_path=config_path,
                            max_events=max_events, only=list(only) or None,
                            epochs=epochs, batch_size=batch_size,
-                           device=device, seed=seed)
+                           device=device, seed=seed, progress=_show_progress(quiet))
     for name, m in metrics.items():
         click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "
                    f"(best epoch {m['best_epoch']})")

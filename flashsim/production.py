@@ -87,8 +87,11 @@ def _concatenate(parts: list[Chunk]) -> Chunk:
 
 
 def generate_file(process: str, n_events: int, output: str | os.PathLike[str], *, seed: int = 1,
-                  jobs: int = 1, pileup_mean: float = 30.0, refsim: bool = False) -> None:
+                  jobs: int = 1, pileup_mean: float = 30.0, refsim: bool = False,
+                  progress: bool = True) -> None:
     """Generate ``n_events`` of ``process`` into the NanoAOD file ``output`` (see module doc).
+
+    ``progress`` shows a bar of events with events/s and the time remaining.
 
     With ``refsim`` each chunk also runs :class:`flashsim.refdet.ReferenceDetector` and the file
     holds GEN + RECO (NANOAODSIM). Every argument is checked before any event is generated.
@@ -101,7 +104,8 @@ def generate_file(process: str, n_events: int, output: str | os.PathLike[str], *
         raise FlashSimError(f"--pileup must be >= 0, got {pileup_mean}")
     tasks = [_ChunkTask(process, seed, c, start, stop, pileup_mean, refsim)
              for c, start, stop in chunk_ranges(n_events)]
-    progress = tqdm(total=n_events, unit="ev", desc=f"generate {process}", dynamic_ncols=True)
+    bar = tqdm(total=n_events, unit="ev", desc=f"generate {process}", dynamic_ncols=True,
+               disable=not progress)
     provenance = {"producer": "flashsim generate", "flashsim": __version__,
                   "generator": f"Pythia {version('pythia8mc')}", "process": process,
                   "events": n_events, "seed": seed, "jobs": jobs, "pileup_mean": pileup_mean,
@@ -111,14 +115,14 @@ def generate_file(process: str, n_events: int, output: str | os.PathLike[str], *
             for task in tasks:
                 for n, nano in _chunk_parts(task):
                     writer.write(nano)
-                    progress.update(n)
+                    bar.update(n)
         else:
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
                 try:
                     for task, chunk in zip(tasks, pool.map(_run_chunk, tasks), strict=True):
                         writer.write(chunk)
-                        progress.update(task.stop - task.start)
+                        bar.update(task.stop - task.start)
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
-    progress.close()
+    bar.close()

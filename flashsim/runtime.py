@@ -48,7 +48,7 @@ __all__ = [
     "worker_models",
 ]
 
-BATCH_EVENTS = 10_000
+BATCH_EVENTS = 2_000
 """Output events (after oversampling) simulated at once. Peak memory grows with this number,
 not with the chunk size or the oversampling; README's memory table shows the trade-off."""
 
