@@ -52,7 +52,8 @@ def _cached_gen_file(process: str, n_events: int, seed: int) -> Path:
 
 
 def measure_flash(path: Path, chunk_size: int, *, models: str | Path | None = None,
-                  backend: str = "torch", seed: int = 1) -> dict[str, float]:
+                  backend: str = "torch", seed: int = 1,
+                  device: str = "cpu") -> dict[str, float]:
     """Seconds per stage (:data:`STAGES`) to flash-simulate ``path`` in chunks of
     ``chunk_size`` as ``flashsim simulate`` does (iterative executor), plus ``events``
     and ``total`` (the run's wall time).
@@ -63,7 +64,8 @@ def measure_flash(path: Path, chunk_size: int, *, models: str | Path | None = No
     from flashsim.simulation import run_processor
 
     with tempfile.TemporaryDirectory() as scratch:
-        flash = FlashSimProcessor(scratch, models=models, seed=seed, backend=backend)
+        flash = FlashSimProcessor(scratch, models=models, seed=seed, backend=backend,
+                                  device=device)
         began = time.perf_counter()
         result = run_processor(flash, [Path(path)], chunksize=chunk_size)
         wall = time.perf_counter() - began
@@ -101,8 +103,11 @@ def run_benchmark(
     backends: tuple[str, ...] = ("torch", "onnx"),
     chunk_sizes: tuple[int, ...] = (100, 1000),
     seed: int = 1,
+    device: str = "cpu",
 ) -> dict:
     """Time the flash path and generation; return ``{"flash": [...], "generation": {...}}``.
+
+    ``device="cuda"`` runs the networks on a GPU (torch backend only).
 
     ``flash`` rows: backend, chunk size, events, seconds per stage and in total.
     ``generation``: events, seconds for generation alone and with the reference detector.
@@ -118,13 +123,14 @@ def run_benchmark(
     if not chunk_sizes or min(chunk_sizes) < 1:
         raise FlashSimError("give chunk sizes of at least 1 event (--chunksize N, repeatable)")
     for backend in backends:  # load (and check) the models before any timing
-        worker_models(models, backend)
+        worker_models(models, backend, device)
     path = Path(input_path) if input_path else _cached_gen_file(process, n_events, seed)
     read_chunk(path, GEN_COLLECTIONS, 0, 0)  # one clear error for a missing file or branch
     flash = []
     for backend in backends:
         for size in chunk_sizes:
-            timings = measure_flash(path, size, models=models, backend=backend, seed=seed)
+            timings = measure_flash(path, size, models=models, backend=backend, seed=seed,
+                                    device=device)
             flash.append({"backend": backend, "chunk_size": size, **timings})
     gen_events = gen_events or min(n_events, 200)
     generation = {"process": process, "events": gen_events,

@@ -78,18 +78,22 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
               help="Generate PROCESS with Pythia and simulate it directly (no INPUT files).")
 @click.option("-n", "--events", "n_events", type=int, default=None,
               help="Events to generate with --generate.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the networks run (cuda: torch backend, needs a GPU).")
 @click.option("--batch-events", type=int, default=None,
               help="Output events simulated at once; memory grows with it "
-                   "(default: flashsim.runtime.BATCH_EVENTS).")
+                   "(default: 2000 on cpu, 20000 on cuda).")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
 def simulate(inputs, output, models, oversample, executor, workers, scheduler, chunksize, seed,
-             backend, process, n_events, batch_events, quiet) -> None:
+             backend, process, n_events, device, batch_events, quiet) -> None:
     """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
     from flashsim import simulation
-    from flashsim.runtime import BATCH_EVENTS
+    from flashsim.runtime import BATCH_EVENTS, GPU_BATCH_EVENTS
 
-    batching = {"batch_events": BATCH_EVENTS if batch_events is None else batch_events,
+    if batch_events is None:
+        batch_events = BATCH_EVENTS if device == "cpu" else GPU_BATCH_EVENTS
+    batching = {"device": device, "batch_events": batch_events,
                 "progress": _show_progress(quiet)}
 
     if process is not None:
@@ -211,16 +215,24 @@ def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output) -
 @click.option("--chunksize", "chunk_sizes", multiple=True, type=int,
               help="Events per chunk (repeatable; default: 100 and 1000).")
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the networks run (cuda: torch backend, needs a GPU).")
 def benchmark(input_path, process, n_events, gen_events, models, backends, chunk_sizes,
-              seed) -> None:
+              seed, device) -> None:
     """Events/s of every stage of simulate, per backend and chunk size, vs generation."""
     from flashsim.benchmark import format_report, run_benchmark
 
     report = run_benchmark(input_path=input_path, process=process, n_events=n_events,
                            gen_events=gen_events, models=models,
-                           backends=tuple(backends) or ("torch", "onnx"),
-                           chunk_sizes=tuple(chunk_sizes) or (100, 1000), seed=seed)
+                           backends=tuple(backends) or _default_backends(device),
+                           chunk_sizes=tuple(chunk_sizes) or (100, 1000), seed=seed,
+                           device=device)
     click.echo(format_report(report))
+
+
+def _default_backends(device: str) -> tuple[str, ...]:
+    """Every backend on the CPU; on a GPU only torch runs the networks."""
+    return ("torch", "onnx") if device == "cpu" else ("torch",)
 
 
 def main() -> None:

@@ -94,6 +94,8 @@ class FlashSimProcessor(processor.ProcessorABC):
         Simulate every GEN event this many times with independent noise.
     backend:
         ``"torch"`` or ``"onnx"``.
+    device:
+        ``"cpu"`` or ``"cuda"``: where the networks run (torch backend).
     batch_events:
         Output events simulated at once (see :data:`flashsim.runtime.BATCH_EVENTS`); the
         peak memory of a worker grows with it, not with the chunk size.
@@ -137,6 +139,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         seed: int = 1,
         oversample: int = 1,
         backend: str = "torch",
+        device: str = "cpu",
         batch_events: int = BATCH_EVENTS,
         progress: bool = False,
     ) -> None:
@@ -145,6 +148,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         self.seed = seed
         self.oversample = oversample
         self.backend = backend
+        self.device = device
         self.batch_events = batch_events
         self.progress = progress
 
@@ -158,7 +162,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         meta = events.metadata
         file_key = str(meta.get("fileuuid") or meta["filename"])
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
-        models = worker_models(self.models, self.backend)
+        models = worker_models(self.models, self.backend, self.device)
 
         began = time.perf_counter()
         gen = gen_chunk_from_events(events)

@@ -36,6 +36,7 @@ from flashsim.nanoaod.schema import load_schema
 
 __all__ = [
     "BATCH_EVENTS",
+    "GPU_BATCH_EVENTS",
     "QuietNanoAODSchema",
     "batch_rng",
     "chunk_seed",
@@ -51,6 +52,9 @@ __all__ = [
 BATCH_EVENTS = 2_000
 """Output events (after oversampling) simulated at once. Peak memory grows with this number,
 not with the chunk size or the oversampling; README's memory table shows the trade-off."""
+GPU_BATCH_EVENTS = 20_000
+"""The default with ``--device cuda``: larger network calls keep a GPU busy (a GPU node
+has more host memory per process than a CPU grid slot)."""
 
 _GEN_SINGLES = ("Pileup", "Generator", "run", "luminosityBlock", "event")
 
@@ -101,17 +105,17 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def worker_models(directory: str | Path | None, backend: str):
+def worker_models(directory: str | Path | None, backend: str, device: str = "cpu"):
     """:func:`flashsim.objects.load_models`, once per process (coffea calls ``process``
     once per chunk, and a worker process serves many chunks)."""
-    return _cached_models(None if directory is None else str(directory), backend)
+    return _cached_models(None if directory is None else str(directory), backend, device)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_models(directory: str | None, backend: str):
+def _cached_models(directory: str | None, backend: str, device: str):
     from flashsim.objects import load_models
 
-    return load_models(directory, backend=backend)
+    return load_models(directory, backend=backend, device=device)
 
 
 def chunk_seed(seed: int, file_key: str, entry_start: int,

@@ -57,10 +57,13 @@ def simulate(
     chunksize: int = 100_000,
     seed: int = 1,
     backend: str = "torch",
+    device: str = "cpu",
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
 ) -> dict:
     """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest.
+
+    ``device="cuda"`` runs the networks on a GPU (torch backend; a clear error without one).
 
     Each chunk is simulated and written ``batch_events`` output events at a time, which
     bounds the memory of a worker (:func:`flashsim.runtime.simulate_batches`); the output
@@ -83,7 +86,7 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    worker_models(models, backend)  # fail here, not on a worker
+    worker_models(models, backend, device)  # fail here, not on a worker
     output = Path(output)
     single_file = output.suffix == ".root"
     if single_file:
@@ -96,7 +99,7 @@ def simulate(
     try:
         # a bar inside a chunk only where the processor runs in this process
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
-                                  backend=backend, batch_events=batch_events,
+                                  backend=backend, device=device, batch_events=batch_events,
                                   progress=progress and executor == "iterative")
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = run_processor(flash, nonempty, executor=executor, workers=workers,
@@ -106,12 +109,14 @@ def simulate(
         chunks = sorted(result.get("chunks", []),
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
         if not chunks:  # zero events in: a valid, empty NanoAOD out
-            chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample)]
+            chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample,
+                                        device)]
         manifest = {
             "inputs": [str(p) for p in inputs],
             "outputs": [str(output)] if single_file else
                        [str(output / Path(c["path"]).name) for c in chunks],
             "models": _model_provenance(models, backend),
+            "device": device,
             "seed": seed,
             "oversample": oversample,
             "chunksize": chunksize,
@@ -146,6 +151,7 @@ def simulate_generated(
     backend: str = "torch",
     batch_size: int = 500,
     pileup_mean: float = 30.0,
+    device: str = "cpu",
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
 ) -> dict:
@@ -169,7 +175,7 @@ def simulate_generated(
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     check_output_file(output, create_folders=True)
-    loaded = worker_models(models, backend)
+    loaded = worker_models(models, backend, device)
     _ensure_dir(output.parent)
 
     done = 0
@@ -271,11 +277,11 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 
 
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
-                      oversample: int) -> dict:
+                      oversample: int, device: str) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
-        for batch in simulate_batches(gen, worker_models(models, backend),
+        for batch in simulate_batches(gen, worker_models(models, backend, device),
                                       chunk_seed(0, "", 0, 0), oversample=oversample):
             writer.write(batch)
     return {"path": str(path), "file": str(source), "entry_start": 0, "entry_stop": 0}

@@ -307,3 +307,28 @@ def test_oversampling_memory_is_bounded(gen_file, tiny_models, tmp_path):
     oversampled = _peak_rss_mb(tmp_path, *common, "--oversample", "100", "--batch-events", "250")
     assert oversampled - single < 150, (single, oversampled)
     assert len(read_chunk(tmp_path / "out.root", ["event"])["event"]) == 4000
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "message"),
+    [
+        ("simulate", ["--backend", "onnx"], "--device cuda runs the torch backend"),
+        ("simulate", [], "no CUDA GPU"),
+        ("benchmark", [], "no CUDA GPU"),
+    ],
+)
+def test_cuda_without_a_gpu_is_one_message(command, extra, message, reference_nano, tiny_models,
+                                           tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available() and message == "no CUDA GPU":
+        pytest.skip("this machine has a GPU")
+    before = sorted(tmp_path.rglob("*"))
+    args = ([reference_nano, "-o", tmp_path / "f.root"] if command == "simulate"
+            else ["--input", reference_nano])
+    code, err = _cli(monkeypatch, capsys, command, *args, "--models", tiny_models,
+                     "--device", "cuda", *extra)
+    assert code == 2
+    assert err.startswith("flashsim: error:") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before

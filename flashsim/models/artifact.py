@@ -40,7 +40,9 @@ __all__ = [
     "PRETRAINED",
     "Model",
     "ModelSet",
+    "DEVICES",
     "build_module",
+    "check_device",
     "library_versions",
     "load_model",
     "load_model_set",
@@ -52,6 +54,8 @@ __all__ = [
 FORMAT_VERSION = 1
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 _BATCH = 65536
+DEVICES = ("cpu", "cuda")
+"""Where the torch backend runs the networks."""
 
 
 def library_versions() -> dict[str, str]:
@@ -88,6 +92,7 @@ class Model:
     target: Preprocessor | None
     backend: str = "torch"
     session: Any = field(default=None, repr=False)
+    device: str = "cpu"
 
     @property
     def name(self) -> str:
@@ -119,8 +124,8 @@ class Model:
                 # differently with the alignment of a numpy buffer, which depends on the
                 # process's heap, and the output must not depend on the process
                 with torch.no_grad():
-                    parts.append(self.module(*(torch.from_numpy(x).clone() for x in inputs))
-                                 .numpy())
+                    tensors = (torch.from_numpy(x).clone().to(self.device) for x in inputs)
+                    parts.append(self.module(*tensors).cpu().numpy())
         return np.concatenate(parts)
 
     def standardised_context(self, columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -169,8 +174,24 @@ def save_model(model: Model, directory: str | Path) -> None:
     (directory / f"{model.name}.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def load_model(directory: str | Path, name: str, backend: str = "torch") -> Model:
-    """Load one artifact; ``backend="onnx"`` also opens an onnxruntime session."""
+def check_device(device: str, backend: str = "torch") -> None:
+    """Raise :class:`FlashSimError` unless the networks can run on ``device`` here:
+    ``cuda`` needs the torch backend and a GPU that torch sees."""
+    if device not in DEVICES:
+        raise FlashSimError(f"unknown device {device!r}; choose {' or '.join(DEVICES)}")
+    if device == "cuda":
+        if backend != "torch":
+            raise FlashSimError("--device cuda runs the torch backend; drop --backend onnx")
+        if not torch.cuda.is_available():
+            raise FlashSimError("--device cuda: torch finds no CUDA GPU on this machine "
+                                "(torch.cuda.is_available() is False); run on a GPU node "
+                                "or use --device cpu")
+
+
+def load_model(directory: str | Path, name: str, backend: str = "torch",
+               device: str = "cpu") -> Model:
+    """Load one artifact; ``backend="onnx"`` also opens an onnxruntime session, ``device``
+    (torch backend) is where the network runs (see :func:`check_device`)."""
     directory = Path(directory)
     meta_path, weights = directory / f"{name}.json", directory / f"{name}.pt"
     if not meta_path.is_file() or not weights.is_file():
@@ -186,13 +207,14 @@ def load_model(directory: str | Path, name: str, backend: str = "torch") -> Mode
     except RuntimeError as error:
         raise FlashSimError(f"{weights} does not match the architecture in {meta_path.name}: "
                             "re-train or re-export the model") from error
-    module.eval()
+    check_device(device, backend)
+    module.eval().to(device)
     try:
         target = Preprocessor.from_dict(meta["target"]) if meta.get("target") else None
         context = Preprocessor.from_dict(meta["context"])
     except FlashSimError as error:
         raise FlashSimError(f"{meta_path}: {error}") from None
-    model = Model(meta, module, context, target, backend)
+    model = Model(meta, module, context, target, backend, device=device)
     if backend == "onnx":
         model.session = _onnx_session(model, directory / "onnx" / f"{name}.onnx")
     elif backend != "torch":
@@ -248,8 +270,9 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
-                   backend: str = "torch") -> ModelSet:
-    """The models named in ``specs`` from ``directory`` (default: the shipped models).
+                   backend: str = "torch", device: str = "cpu") -> ModelSet:
+    """The models named in ``specs`` from ``directory`` (default: the shipped models),
+    with their networks on ``device`` (:func:`check_device`).
 
     Raises :class:`FlashSimError` when the directory is missing, has no manifest or lacks
     one of the models, when an artifact's context features differ from its spec's (the
@@ -257,6 +280,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     requires (:attr:`ModelSpec.required`). :func:`flashsim.objects.load_models` calls it
     with the specs of the simulated objects.
     """
+    check_device(device, backend)  # before reading anything: one message, no traceback
     directory = Path(directory) if directory is not None else PRETRAINED
     manifest = _read_manifest(directory)
     missing = [n for n in specs if n not in manifest["models"]]
@@ -265,7 +289,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
                             f"`flashsim train all -o {directory}`")
     models = {}
     for name, spec in specs.items():
-        model = load_model(directory, name, backend)
+        model = load_model(directory, name, backend, device)
         expected = [c.name for c in spec.context]
         if model.context.names != expected:
             raise FlashSimError(f"model {name} in {directory} was trained on features "

@@ -34,9 +34,10 @@ MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
 
 
 def load_models(directory: str | Path | None = None, backend: str = "torch",
-                required: list[str] | None = None) -> ModelSet:
+                required: list[str] | None = None, device: str = "cpu") -> ModelSet:
     """Every model :func:`simulate_reco` needs (or those named in ``required``), from
-    ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`.
+    ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`, with
+    their networks on ``device`` (``cpu`` or ``cuda``).
 
     Raises :class:`~flashsim.errors.FlashSimError` when the directory is missing, has no
     manifest, lacks a required model, when an artifact's context features differ from the
@@ -57,7 +58,7 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
     """
     names = list(MODEL_SPECS) if required is None else required
-    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend)
+    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device)
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,
