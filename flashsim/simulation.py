@@ -251,8 +251,13 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 
     A :class:`FlashSimError` raised in a worker reaches the caller as itself."""
     from coffea import processor
+    from coffea.util import coffea_console
 
     pool = _executor(executor, workers, scheduler, progress)
+    # coffea's rich bars ignore status=False; its console's quiet switch silences them. The
+    # iterative executor's chunk bar stays off too: the processor's event bar replaces it.
+    console_was_quiet = coffea_console.quiet
+    coffea_console.quiet = not progress or executor == "iterative"
     try:
         runner = processor.Runner(executor=pool, chunksize=chunksize,
                                   schema=QuietNanoAODSchema)
@@ -268,6 +273,7 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
             raise FlashSimError(str(cause)) from None
         raise
     finally:
+        coffea_console.quiet = console_was_quiet
         client = getattr(pool, "client", None)
         if client is not None:
             cluster = client.cluster

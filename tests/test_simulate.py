@@ -292,8 +292,9 @@ def _peak_rss_mb(tmp_path, *args) -> float:
                              "-o", str(tmp_path / "out.root")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    # stderr is not a terminal: no progress bar
+    # stderr is not a terminal: no progress bar, neither ours nor coffea's
     assert "ev/s" not in result.stderr and "it/s" not in result.stderr
+    assert "Preprocessing" not in result.stdout + result.stderr
     return int(result.stderr.split("peak_rss_kb")[-1]) / 1024
 
 
