@@ -14,7 +14,8 @@
 4. returns the bookkeeping as a coffea accumulator.
 
 Randomness is derived per chunk from ``(seed, file UUID, entry range)``
-(:func:`flashsim.runtime.chunk_seed`) and per batch from the batch's index and torch runs on one thread, so the output does
+(:func:`flashsim.runtime.chunk_seed`), per batch from the batch's index
+(:func:`flashsim.runtime.batch_rng`), and torch runs on one thread, so the output does
 not depend on the executor or on the number of workers.
 
 It runs under any coffea ``Runner``::
