@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE_NANO = Path(__file__).parents[1].parent / "shared/reference/nano_dy.root"
+DATA = Path(__file__).parent / "data"
+"""Test data shipped with the repository (see data/README.md for sources and licences)."""
 TINY_ARCHITECTURE = {"transforms": 1, "bins": 4, "hidden_features": [16], "passes": 2}
 """A flow/classifier small enough to train on 40 events in seconds (tests only)."""
 
@@ -14,11 +15,14 @@ TINY_ARCHITECTURE = {"transforms": 1, "bins": 4, "hidden_features": [16], "passe
 @pytest.fixture(scope="session")
 def reference_nano() -> Path:
     """The 40-event real CMS NANOAODSIM reference file (DY, RunIIAutumn18 NanoAODv6)."""
-    if not REFERENCE_NANO.is_file():
-        pytest.skip(
-            f"reference NanoAOD file {REFERENCE_NANO} is absent (it lives outside the repo)"
-        )
-    return REFERENCE_NANO
+    return DATA / "nano_dy.root"
+
+
+@pytest.fixture(scope="session")
+def reference_branch_names() -> list[str]:
+    """Names of the reference file's branches of the collections flashsim reads or writes."""
+    rows = (DATA / "nano_dy_branches.tsv").read_text().splitlines()[1:]
+    return [row.split("\t")[0] for row in rows]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from flashsim.errors import FlashSimError
 from flashsim.generation import PROCESSES, iter_batches
 from flashsim.production import generate_file
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
 BIT = {"isPrompt": 0, "isHardProcess": 7, "fromHardProcess": 8, "isLastCopy": 13}
 
 
@@ -34,11 +33,9 @@ def _events(path: Path) -> ak.Array:
     return uproot.open(path)["Events"].arrays()
 
 
-def test_branches_match_real_cms_file(gen_files):
-    if not REFERENCE.exists():
-        pytest.skip(f"reference file {REFERENCE} is absent")
+def test_branches_match_real_cms_file(gen_files, reference_nano):
     ours = {b.name: b.typename for b in uproot.open(gen_files["dy"])["Events"].branches}
-    real = {b.name: b.typename for b in uproot.open(REFERENCE)["Events"].branches}
+    real = {b.name: b.typename for b in uproot.open(reference_nano)["Events"].branches}
     common = set(ours) & set(real)
     for name in ("nGenPart", "GenPart_statusFlags", "GenJet_hadronFlavour", "GenMET_pt", "Pileup_nPU",
                  "Generator_x1", "genWeight", "event"):

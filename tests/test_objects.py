@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import awkward as ak
 import numpy as np
 import pytest
@@ -14,15 +12,12 @@ from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, simula
 from flashsim.objects.common import read_training_chunk
 
 torch.set_num_threads(1)
-NANO_DY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "nano_dy.root"
-needs_nano = pytest.mark.skipif(not NANO_DY.is_file(),
-                                reason=f"reference NANOAODSIM {NANO_DY} is absent")
 
 
 @pytest.fixture(scope="module")
-def chunk():
+def chunk(reference_nano):
     names = sorted({b for module in OBJECTS.values() for b in module.TRAINING_NAMES})
-    return read_training_chunk([NANO_DY], names)[0]
+    return read_training_chunk([reference_nano], names)[0]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +25,6 @@ def models(tiny_models):
     return tiny_models
 
 
-@needs_nano
 def test_muon_pairs_respect_genpartidx(chunk):
     tables = OBJECTS["muon"].training_tables(chunk)
     reco, part = chunk["Muon"], chunk["GenPart"]
@@ -46,7 +40,6 @@ def test_muon_pairs_respect_genpartidx(chunk):
     assert tables["muon_efficiency"].target["reconstructed"].sum() == ak.sum(good)
 
 
-@needs_nano
 def test_jet_pairs_respect_genjetidx(chunk):
     tables = OBJECTS["jet"].training_tables(chunk)
     jets = chunk["Jet"]
@@ -71,7 +64,6 @@ def onnx_models(models, tmp_path_factory):
     return load_models(out, backend="onnx")
 
 
-@needs_nano
 def test_simulation_output(models, chunk):
     loaded = load_models(models)
     assert set(loaded) == set(MODEL_SPECS)
@@ -95,7 +87,6 @@ def test_simulation_output(models, chunk):
     assert ak.all(reco["PV"].npvsGood <= reco["PV"].npvs)
 
 
-@needs_nano
 def test_torch_and_onnx_backends_agree(models, onnx_models, chunk):
     a = simulate_reco(chunk, load_models(models, backend="torch"), np.random.default_rng(3))
     b = simulate_reco(chunk, onnx_models, np.random.default_rng(3))

@@ -15,9 +15,6 @@ from flashsim.models import PRETRAINED
 from flashsim.nanoaod import load_schema, open_events
 from flashsim.objects import MODEL_SPECS, load_models
 
-pytestmark = pytest.mark.skipif(not (PRETRAINED / "manifest.json").is_file(),
-                                reason="no shipped models in flashsim/pretrained")
-
 MEDIUM_WP = 0.2770
 
 

@@ -12,11 +12,6 @@ import pytest
 from flashsim.errors import FlashSimError
 from flashsim.validation import metrics
 
-REFERENCE = Path(__file__).parents[1].parent / "shared/reference/nano_dy.root"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_file(),
-                                     reason=f"reference sample {REFERENCE} is absent")
-
-
 # --- metrics on synthetic data with known answers -------------------------------------------
 
 def test_wasserstein_and_ks_known_values():
@@ -73,19 +68,18 @@ def test_roc_and_working_points():
 # --- flashsim validate on the real reference sample ------------------------------------------
 
 @pytest.fixture(scope="module")
-def self_report(tmp_path_factory):
+def self_report(reference_nano, tmp_path_factory):
     from click.testing import CliRunner
 
     from flashsim.cli import cli
 
     out = tmp_path_factory.mktemp("validate")
-    result = CliRunner().invoke(cli, ["validate", "--full", str(REFERENCE), "--flash",
-                                      str(REFERENCE), "-o", str(out), "--plots", "key"])
+    result = CliRunner().invoke(cli, ["validate", "--full", str(reference_nano), "--flash",
+                                      str(reference_nano), "-o", str(out), "--plots", "key"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return out
 
 
-@needs_reference
 def test_validate_self_comparison_is_perfect(self_report):
     assert (self_report / "summary.md").read_text().startswith("# FlashSim validation")
     assert len(list(self_report.glob("*.png"))) >= 10
@@ -101,14 +95,13 @@ def test_validate_self_comparison_is_perfect(self_report):
     assert eff["full"] == eff["flash"]
 
 
-@needs_reference
-def test_validate_rejects_unmatched_events(tmp_path):
+def test_validate_rejects_unmatched_events(reference_nano, tmp_path):
     import uproot
 
     from flashsim.validation.compare import run_validation
 
     shifted = tmp_path / "shifted.root"
-    with uproot.open(REFERENCE) as f:
+    with uproot.open(reference_nano) as f:
         events = f["Events"].arrays(["run", "luminosityBlock", "event", "nMuon", "Muon_pt"],
                                     how=dict)
     with uproot.recreate(shifted) as out:
@@ -118,7 +111,7 @@ def test_validate_rejects_unmatched_events(tmp_path):
                               "event": events["event"] + 1_000_000,
                               "Muon": ak.zip({"pt": events["Muon_pt"]})})
     with pytest.raises(FlashSimError, match="no event with the same"):
-        run_validation([REFERENCE], [shifted], tmp_path / "report", plots_mode="none")
+        run_validation([reference_nano], [shifted], tmp_path / "report", plots_mode="none")
 
 
 def test_validate_missing_file(tmp_path):

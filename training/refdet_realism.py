@@ -15,7 +15,7 @@ CMS reference values (rounded, read off the cited figures/twikis):
 - jets: JINST 12 (2017) P02014 -- response 1.00 +- 0.02 after JEC; resolution (|eta|<1.3,
   PU~20) ~ 15-20% at 30 GeV, ~ 9-10% at 100 GeV, ~ 6-7% at 300 GeV;
 - pileup jets: CMS-PAS-JME-16-003 -- at PU ~ 30, a large fraction of 20-30 GeV jets are from
-  pileup; the shipped reference (40 DY events, /work/shared/reference) has 49% unmatched above 15 GeV;
+  pileup; the real CMS DY file (40 events, tests/data/nano_dy.root) has 49% unmatched above 15 GeV;
 - b tagging: JINST 13 (2018) P05011 and BTV DeepJet 2018 WPs (twiki BtagRecommendation102X):
   loose 0.0494 (b 90%, c 40%, light 10%), medium 0.2770 (b 75-80%, c 15%, light 1%),
   tight 0.7264 (b 55-65%, c 3%, light 0.1%) on ttbar jets pT > 20 GeV;
