@@ -5,9 +5,11 @@ This layer joins :mod:`flashsim.generation` (Pythia to GEN NanoAOD batches) and
 :mod:`flashsim.refdet` (the reference detector, GEN batch to RECO collections); neither of
 those imports the other.
 
-A run is cut into the chunks of :func:`flashsim.generation.run.chunk_ranges`. With ``jobs > 1``
+A run is cut into the chunks of :func:`flashsim.generation.run.chunk_ranges` (``chunk_events``
+events each, :data:`~flashsim.generation.run.CHUNK_EVENTS` by default). With ``jobs > 1``
 whole chunks run in worker processes and the parent writes them in order, so the same ``seed``
-gives the same file whatever ``jobs`` is. With ``refsim`` every chunk builds its own pileup pool
+(and ``chunk_events``) gives the same file whatever ``jobs`` is; at most
+``n_events / chunk_events`` workers have a chunk to run. With ``refsim`` every chunk builds its own pileup pool
 of :func:`pileup_pool_size` minimum-bias events (:func:`flashsim.generation.minbias_pool` with
 seed ``seed + chunk``) and reconstructs batch ``b`` with the generator
 ``SeedSequence([|seed|, chunk, b, 1])``.
@@ -28,7 +30,13 @@ from tqdm import tqdm
 from flashsim import __version__
 from flashsim.errors import FlashSimError
 from flashsim.generation import PROCESSES, minbias_pool
-from flashsim.generation.run import BATCH_SIZE, check_arguments, chunk_batches, chunk_ranges
+from flashsim.generation.run import (
+    BATCH_SIZE,
+    CHUNK_EVENTS,
+    check_arguments,
+    chunk_batches,
+    chunk_ranges,
+)
 from flashsim.nanoaod.writer import Chunk, NanoAODWriter
 from flashsim.output_path import check_output_file
 from flashsim.refdet import ReferenceDetector
@@ -88,10 +96,12 @@ def _concatenate(parts: list[Chunk]) -> Chunk:
 
 def generate_file(process: str, n_events: int, output: str | os.PathLike[str], *, seed: int = 1,
                   jobs: int = 1, pileup_mean: float = 30.0, refsim: bool = False,
-                  progress: bool = True) -> None:
+                  progress: bool = True, chunk_events: int = CHUNK_EVENTS) -> None:
     """Generate ``n_events`` of ``process`` into the NanoAOD file ``output`` (see module doc).
 
-    ``progress`` shows a bar of events with events/s and the time remaining.
+    ``progress`` shows a bar of events with events/s and the time remaining. ``chunk_events`` is
+    the size of a chunk, the unit of seeding and of a worker's task: the file depends on it and
+    on ``seed``, never on ``jobs``.
 
     With ``refsim`` each chunk also runs :class:`flashsim.refdet.ReferenceDetector` and the file
     holds GEN + RECO (NANOAODSIM). Every argument is checked before any event is generated.
@@ -102,14 +112,16 @@ def generate_file(process: str, n_events: int, output: str | os.PathLike[str], *
     check_output_file(output)
     if pileup_mean < 0:
         raise FlashSimError(f"--pileup must be >= 0, got {pileup_mean}")
+    if chunk_events < 1:
+        raise FlashSimError(f"chunk_events must be at least 1, got {chunk_events}")
     tasks = [_ChunkTask(process, seed, c, start, stop, pileup_mean, refsim)
-             for c, start, stop in chunk_ranges(n_events)]
+             for c, start, stop in chunk_ranges(n_events, chunk_events)]
     bar = tqdm(total=n_events, unit="ev", desc=f"generate {process}", dynamic_ncols=True,
                disable=not progress)
     provenance = {"producer": "flashsim generate", "flashsim": __version__,
                   "generator": f"Pythia {version('pythia8mc')}", "process": process,
-                  "events": n_events, "seed": seed, "jobs": jobs, "pileup_mean": pileup_mean,
-                  "refsim": refsim, "settings": list(PROCESSES[process].all_settings)}
+                  "events": n_events, "seed": seed, "chunk_events": chunk_events, "jobs": jobs,
+                  "pileup_mean": pileup_mean, "refsim": refsim, "settings": list(PROCESSES[process].all_settings)}
     with NanoAODWriter(output, provenance=provenance) as writer:
         if jobs == 1:
             for task in tasks:

@@ -13,18 +13,22 @@ import uproot
 
 from flashsim.errors import FlashSimError
 from flashsim.generation import PROCESSES, iter_batches
+from flashsim.nanoaod import read_provenance
 from flashsim.production import generate_file
 
+DY_CHUNK = 5
 BIT = {"isPrompt": 0, "isHardProcess": 7, "fromHardProcess": 8, "isLastCopy": 13}
 
 
 @pytest.fixture(scope="session")
 def gen_files(tmp_path_factory) -> dict[str, Path]:
-    """Generated once per session: dy_mumu (jobs 1 and jobs 2, same seed) and ttbar."""
+    """Generated once per session: dy_mumu (jobs 1 and jobs 2, same seed) and ttbar.
+
+    dy_mumu comes in chunks of 5 events: three chunks, so that two workers share them."""
     folder = tmp_path_factory.mktemp("generation")
     files = {"dy": folder / "dy.root", "dy_jobs2": folder / "dy_jobs2.root", "tt": folder / "tt.root"}
-    generate_file("dy_mumu", 15, files["dy"], seed=7)
-    generate_file("dy_mumu", 15, files["dy_jobs2"], seed=7, jobs=2)
+    generate_file("dy_mumu", 15, files["dy"], seed=7, chunk_events=DY_CHUNK)
+    generate_file("dy_mumu", 15, files["dy_jobs2"], seed=7, jobs=2, chunk_events=DY_CHUNK)
     generate_file("ttbar", 12, files["tt"], seed=3)
     return files
 
@@ -97,9 +101,16 @@ def test_gen_batch_particles():
 
 def test_reproducible_and_independent_of_jobs(gen_files):
     one, two = _events(gen_files["dy"]), _events(gen_files["dy_jobs2"])
-    for name in ("GenPart_pt", "GenJet_pt", "Pileup_nTrueInt", "event"):
-        assert ak.all(ak.ravel(one[name] == two[name]))
+    assert one.fields == two.fields
+    for name in one.fields:
+        assert ak.array_equal(one[name], two[name]), name
     assert len(np.unique(ak.to_numpy(one.event))) == len(one)
+    provenance = read_provenance(gen_files["dy_jobs2"])
+    assert provenance["jobs"] == 2 and provenance["chunk_events"] == DY_CHUNK
+    assert provenance["events"] > provenance["jobs"] * DY_CHUNK  # every worker had a chunk
+    # each chunk has its own Pythia seed: chunks are not copies of each other
+    x1 = ak.to_numpy(one.Generator_x1)
+    assert len(np.unique(x1[::DY_CHUNK])) == len(one) // DY_CHUNK
 
 
 def test_bad_arguments_raise_before_generation(tmp_path):
@@ -111,6 +122,8 @@ def test_bad_arguments_raise_before_generation(tmp_path):
         generate_file("ttbar", 1, tmp_path / "x.root", jobs=0)
     with pytest.raises(FlashSimError, match="does not exist"):
         generate_file("ttbar", 1, tmp_path / "missing" / "x.root")
+    with pytest.raises(FlashSimError, match="chunk_events"):
+        generate_file("ttbar", 1, tmp_path / "x.root", chunk_events=0)
     assert not list(tmp_path.iterdir())
 
 

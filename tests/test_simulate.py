@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import awkward as ak
 import numpy as np
@@ -114,8 +115,11 @@ def test_gen_passed_through_reco_not_copied(flash_file, reference_nano):
 def test_executors_give_identical_output(gen_file, tiny_models, tmp_path):
     common = {"models": tiny_models, "chunksize": CHUNK, "seed": 3}
     simulate([gen_file], tmp_path / "iterative.root", **common)
-    simulate([gen_file], tmp_path / "futures.root", executor="futures", workers=2, **common)
-    simulate([gen_file], tmp_path / "dask.root", executor="dask", workers=2, **common)
+    futures = simulate([gen_file], tmp_path / "futures.root", executor="futures", workers=2,
+                       **common)
+    dask = simulate([gen_file], tmp_path / "dask.root", executor="dask", workers=2, **common)
+    for manifest in (futures, dask):  # more chunks than workers: the work was shared
+        assert [c["entry_stop"] - c["entry_start"] for c in manifest["chunks"]] == [14, 14, 12]
     _assert_same_files(tmp_path / "iterative.root", tmp_path / "futures.root")
     _assert_same_files(tmp_path / "iterative.root", tmp_path / "dask.root")
 
@@ -252,17 +256,56 @@ def test_cli_process_prints_no_traceback(tmp_path):
     assert not (tmp_path / "out.root").exists()
 
 
-def test_benchmark_command_runs(tiny_models, gen_file, monkeypatch, capsys):
+def _printed_bounds(printed: str) -> tuple[float, float]:
+    """The interval of true values that a number rounded to its last printed digit came from."""
+    half = 0.5 * 10.0 ** -len(printed.partition(".")[2])
+    return float(printed) - half, float(printed) + half
+
+
+@pytest.mark.slow
+def test_benchmark_command_reports_consistent_rates(tiny_models, gen_file, monkeypatch,
+                                                    capsys):
     from flashsim import benchmark
 
+    flash_events, gen_events = 40, 3
     monkeypatch.setattr(sys, "argv", ["flashsim", "benchmark", "--input", str(gen_file),
-                                      "--models", str(tiny_models), "--chunksize", "40",
-                                      "--backend", "torch", "--gen-events", "3"])
+                                      "--models", str(tiny_models), "--chunksize", "15",
+                                      "--chunksize", "40", "--backend", "torch",
+                                      "--gen-events", str(gen_events)])
+    began = time.perf_counter()
     main()
-    out = capsys.readouterr().out
-    for stage in benchmark.STAGES:
-        assert stage in out
-    assert "flash / generation" in out
+    wall = time.perf_counter() - began
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line.split() for line in lines if line.startswith("backend"))
+    assert header == ["backend", "chunk", *benchmark.STAGES, "total"]
+    # flash rows: backend, chunk size, events/s per stage and in total
+    rows = {int(line.split()[1]): line.split()[2:] for line in lines if line.startswith("torch ")}
+    assert sorted(rows) == [15, 40]
+    generation = {label: line.split()[-1] for line in lines
+                  for label in ("Pythia generation", "generation + reference detector")
+                  if line.strip().startswith(label)}
+    assert len(generation) == 2
+    for printed in [*generation.values(), *(r for rates in rows.values() for r in rates)]:
+        assert float(printed) > 0, lines
+    # the stages add up to the total: 1 / total rate = sum over stages of 1 / stage rate
+    for rates in rows.values():
+        *stages, total = [_printed_bounds(r) for r in rates]
+        assert sum(1 / hi for _, hi in stages) <= 1 / total[0]
+        assert sum(1 / lo for lo, _ in stages) >= 1 / total[1]
+    # events / rate is the time taken; all of it lies inside the command's wall time
+    timed = (sum(flash_events / _printed_bounds(rates[-1])[1] for rates in rows.values())
+             + sum(gen_events / _printed_bounds(rate)[1] for rate in generation.values()))
+    assert timed < wall
+    # cost ratio of each flash row = generation rate / flash rate
+    ratios = [line.split("=") for line in lines if "flash / generation =" in line]
+    assert len(ratios) == len(rows)
+    for parts, rates in zip(ratios, rows.values(), strict=True):
+        flash_lo, flash_hi = _printed_bounds(rates[-1])
+        for printed, label in ((parts[1].split()[0], "Pythia generation"),
+                               (parts[2].strip(), "generation + reference detector")):
+            ratio_lo, ratio_hi = _printed_bounds(printed)
+            gen_lo, gen_hi = _printed_bounds(generation[label])
+            assert ratio_lo <= gen_hi / flash_lo and ratio_hi >= gen_lo / flash_hi, label
 
 
 def test_replicate_slices_compose(gen_file):

@@ -1,9 +1,10 @@
 """Generation runs: chunks, seeds and batches of GEN NanoAOD events.
 
-Reproducibility: events are cut into fixed *chunks* of :data:`CHUNK_EVENTS` (independent of the
-number of worker processes); chunk ``c`` starts a fresh Pythia seeded with a number derived from
-``(seed, c)`` by ``numpy.random.SeedSequence`` (mapped into Pythia's 1..900000000), and every batch
-of the chunk draws its pileup from ``SeedSequence([seed, c, batch])``.  So a chunk's events do not
+Reproducibility: events are cut into fixed *chunks* of :data:`CHUNK_EVENTS` events (or another
+fixed size, :func:`chunk_ranges`), independent of the number of worker processes; chunk ``c``
+starts a fresh Pythia seeded with a number derived from ``(seed, c)`` by
+``numpy.random.SeedSequence`` (mapped into Pythia's 1..900000000), and every batch of the chunk
+draws its pileup from ``SeedSequence([seed, c, batch])``.  So a chunk's events do not
 depend on which process generates it (:mod:`flashsim.production` runs chunks on workers and writes
 them in order).  Event ids: ``run`` = 1, ``event`` = 1 + position in the file (unique per file),
 ``luminosityBlock`` = 1 + position // 1000.  ``genWeight`` = ``Generator_weight`` = Pythia's event
@@ -123,10 +124,11 @@ def chunk_batches(process: str, seed: int, chunk: int, start: int, stop: int,
         yield _to_batch(next_record(pythia, n), first, pileup_mean, rng)
 
 
-def chunk_ranges(n_events: int) -> list[tuple[int, int, int]]:
-    """``(chunk, start, stop)`` of every chunk of a run of ``n_events`` events."""
-    return [(c, start, min(start + CHUNK_EVENTS, n_events))
-            for c, start in enumerate(range(0, n_events, CHUNK_EVENTS))]
+def chunk_ranges(n_events: int, chunk_events: int = CHUNK_EVENTS) -> list[tuple[int, int, int]]:
+    """``(chunk, start, stop)`` of every chunk of a run of ``n_events`` events in chunks of
+    ``chunk_events``."""
+    return [(c, start, min(start + chunk_events, n_events))
+            for c, start in enumerate(range(0, n_events, chunk_events))]
 
 
 def iter_batches(process: str, n_events: int, *, seed: int, pileup_mean: float = 30.0,
