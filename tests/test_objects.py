@@ -87,6 +87,7 @@ def test_simulation_output(models, chunk):
     assert ak.all(reco["PV"].npvsGood <= reco["PV"].npvs)
 
 
+@pytest.mark.slow  # exports every model to ONNX
 def test_torch_and_onnx_backends_agree(models, onnx_models, chunk):
     a = simulate_reco(chunk, load_models(models, backend="torch"), np.random.default_rng(3))
     b = simulate_reco(chunk, onnx_models, np.random.default_rng(3))

@@ -87,6 +87,7 @@ def test_jet_response(samples):
     assert 0.95 < np.median(ratio) < 1.05
 
 
+@pytest.mark.slow  # two more reconstructions of the ttbar sample
 def test_pileup_jets(samples):
     batch, chunk = samples["ttbar"]
     detector = samples["detector"]
@@ -134,6 +135,10 @@ def test_cross_references(samples):
         assert ak.all(owns[mu.jetIdx >= 0])
 
 
+# coffea's own NanoAODSchema (a user's view, on purpose not flashsim's quiet one) warns for every
+# cross-reference into a collection the file does not have (Electron, Tau, FatJet, ...)
+@pytest.mark.filterwarnings("ignore:Missing cross-reference:RuntimeWarning")
+@pytest.mark.slow  # builds coffea's full NanoAOD schema
 def test_nanoaodschema_roundtrip(samples, tmp_path):
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 

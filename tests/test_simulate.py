@@ -112,6 +112,7 @@ def test_gen_passed_through_reco_not_copied(flash_file, reference_nano):
         np.testing.assert_array_equal(values, read_runs(reference_nano)[column])
 
 
+@pytest.mark.slow  # starts a process pool and a Dask cluster
 def test_executors_give_identical_output(gen_file, tiny_models, tmp_path):
     common = {"models": tiny_models, "chunksize": CHUNK, "seed": 3}
     simulate([gen_file], tmp_path / "iterative.root", **common)
@@ -158,6 +159,7 @@ def test_oversampling_scales_the_input_runs(reference_nano):
     np.testing.assert_array_equal(runs["genEventCount"], 2 * source["genEventCount"])
 
 
+@pytest.mark.slow  # exports every model to ONNX
 def test_onnx_backend(gen_file, tiny_models, tmp_path):
     from flashsim.models.onnx_export import export_onnx
 
@@ -262,7 +264,7 @@ def _printed_bounds(printed: str) -> tuple[float, float]:
     return float(printed) - half, float(printed) + half
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # generates with the reference detector too
 def test_benchmark_command_reports_consistent_rates(tiny_models, gen_file, monkeypatch,
                                                     capsys):
     from flashsim import benchmark

@@ -41,6 +41,7 @@ def test_correlation_difference():
     assert metrics.correlation_difference(x, correlated)["max_abs"] > 0.9
 
 
+@pytest.mark.slow  # trains 11 classifiers
 def test_classifier_two_sample_test():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
@@ -80,6 +81,7 @@ def self_report(reference_nano, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a full validation report with plots
 def test_validate_self_comparison_is_perfect(self_report):
     assert (self_report / "summary.md").read_text().startswith("# FlashSim validation")
     assert len(list(self_report.glob("*.png"))) >= 10
