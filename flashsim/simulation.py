@@ -236,8 +236,10 @@ def _executor(kind: str, workers: int, scheduler: str | None, progress: bool):
     if scheduler:
         client = Client(scheduler)
     else:
+        # the scheduler serves HTTP even without a dashboard, by default on port 8787; a free
+        # local port lets several runs share a machine (a taken port is a warning, a leak)
         client = Client(LocalCluster(n_workers=workers, threads_per_worker=1,
-                                     processes=True, dashboard_address=None))
+                                     processes=True, dashboard_address="127.0.0.1:0"))
     return processor.DaskExecutor(client=client, status=progress, desc="flash-simulating",
                                   unit="chunk")
 
