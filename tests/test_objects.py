@@ -115,7 +115,6 @@ def test_merge_jets_orders_and_applies_the_nanoaod_cut():
     assert jets.genJetIdx.tolist() == [[-1, 0], []]
 
 
-@needs_nano
 def test_pileup_observables_need_npu(chunk):
     """No silent Pileup_nTrueInt in place of a missing Pileup_nPU."""
     gen = {**chunk, "Pileup": ak.zip({"nTrueInt": chunk["Pileup"].nTrueInt})}
