@@ -13,7 +13,8 @@ import uproot
 
 from flashsim.errors import FlashSimError
 from flashsim.generation import PROCESSES, iter_batches
-from flashsim.nanoaod import read_provenance
+from flashsim.nanoaod import load_schema, read_provenance
+from flashsim.nanoaod.precision import mantissa_bits_used
 from flashsim.production import generate_file
 
 DY_CHUNK = 5
@@ -147,3 +148,16 @@ def test_fastjet_banner_stays_off_stdout():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout == "1\n"
+
+
+def test_gen_floats_carry_nanoaod_precision(gen_files):
+    """GEN files hold CMS NanoAOD's value grid: GenPart at 8 mantissa bits, GenJet eta/phi at 12."""
+    schema = load_schema()
+    with uproot.open(gen_files["tt"]) as file:
+        names = [n for n in file["Events"].keys()
+                 if n in schema.branches and schema.branch(n).dtype == np.float32]
+        arrays = file["Events"].arrays(names, library="np")
+    used = {n: mantissa_bits_used(np.concatenate([np.atleast_1d(v) for v in arrays[n]]))
+            for n in names}
+    assert {n: b for n, b in used.items() if b > schema.branch(n).precision} == {}
+    assert used["GenPart_eta"] == 8 and used["GenJet_phi"] == 12 and used["GenJet_pt"] > 12

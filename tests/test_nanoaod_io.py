@@ -21,6 +21,7 @@ from flashsim.nanoaod import (
     read_runs,
     write_nanoaod,
 )
+from flashsim.nanoaod.precision import FULL_PRECISION, mantissa_bits_used, reduce_mantissa
 
 # 4 events; event 2 has no Muon/Jet/GenPart, event 1 no GenJet/Jet. Indices use -1 = no match.
 GENPART = {
@@ -71,7 +72,7 @@ JET = {
 N_EVENTS = 4
 
 
-def assert_jagged_close(actual, expected) -> None:
+def assert_jagged_close(actual, expected, rtol: float = 1e-6) -> None:
     """Same per-event counts and (float32-precision) values; None only where expected."""
     actual, expected = ak.Array(actual), ak.Array(expected)
     assert ak.to_list(ak.num(actual, axis=1)) == ak.to_list(ak.num(expected, axis=1))
@@ -80,8 +81,14 @@ def assert_jagged_close(actual, expected) -> None:
     np.testing.assert_allclose(
         ak.to_numpy(ak.drop_none(got)).astype(float),
         ak.to_numpy(ak.drop_none(want)).astype(float),
-        rtol=1e-6,
+        rtol=rtol,
     )
+
+
+def as_written(values, spec) -> np.ndarray:
+    """What the writer stores for ``values``: the schema dtype, floats at NanoAOD precision."""
+    array = np.asarray(values).astype(spec.dtype)
+    return reduce_mantissa(array, spec.precision) if spec.precision else array
 
 
 def leaf_dtype(array) -> np.dtype:
@@ -176,15 +183,16 @@ def test_round_trip_values_through_read_chunk(written):
         assert sorted(ak.fields(back[name])) == sorted(ak.fields(value))
         for field in ak.fields(value):
             got = back[name][field]
-            assert leaf_dtype(got) == schema.collections[name].branches[field].dtype
-            if got.ndim == 1:
-                np.testing.assert_allclose(
-                    ak.to_numpy(got).astype(float),
-                    np.asarray(ak.to_numpy(value[field]), float),
-                    rtol=1e-6,
-                )
-            else:
-                assert_jagged_close(got, value[field])
+            spec = schema.collections[name].branches[field]
+            assert leaf_dtype(got) == spec.dtype
+            counts = ak.num(got, axis=1) if got.ndim == 2 else None
+            assert counts is None or ak.to_list(counts) == ak.to_list(ak.num(value[field]))
+            # floats come back exactly as CMSSW would have rounded them (Muon_mass: 10 bits)
+            np.testing.assert_array_equal(
+                ak.to_numpy(ak.flatten(got, axis=None)),
+                as_written(ak.to_numpy(ak.flatten(value[field], axis=None)), spec),
+            )
+    assert back["Muon"].mass[0, 0] != np.float32(0.1057)  # 10-bit grid: 0.10571289
 
 
 def test_coffea_reads_values_and_cross_references(written):
@@ -192,7 +200,8 @@ def test_coffea_reads_values_and_cross_references(written):
     assert len(events) == N_EVENTS
     assert ak.to_list(ak.num(events.Muon)) == [2, 1, 0, 1]
     assert_jagged_close(events.Muon.pt, MUON["pt"])
-    assert_jagged_close(events.Jet.btagDeepFlavCvL, JET["btagDeepFlavCvL"])
+    # 10 mantissa bits: within half a unit in the 10th place (2**-11 relative)
+    assert_jagged_close(events.Jet.btagDeepFlavCvL, JET["btagDeepFlavCvL"], rtol=2**-11)
     assert ak.to_list(events.event) == [101, 102, 2**40, 5]
     # Muon.genPartIdx -> GenPart of the same event; -1 -> None
     gen_pt = ak.to_list(events.Muon.matched_gen.pt)
@@ -386,3 +395,61 @@ def test_real_file_gen_read_and_rewrite(reference_nano, tmp_path):
         expected = chunk[gen].pt[ak.mask(idx, valid)]
         assert ak.to_list(getattr(events, reco).matched_gen.pt) == ak.to_list(expected)
     assert ak.any(chunk["Jet"].genJetIdx < 0)  # the real file exercises the no-match case
+
+
+def _float32(bits: int) -> np.float32:
+    return np.array([bits], np.uint32).view(np.float32)[0]
+
+
+def test_reduce_mantissa_rounds_as_cmssw():
+    """Bit patterns of MiniFloatConverter::reduceMantissaToNbitsRounding (8 bits: shift 15)."""
+    one = 0x3F800000
+    cases = {
+        one | (1 << 14): one | (1 << 15),  # first dropped bit set: rounds up
+        one | (1 << 13) | 1: one,  # below half: rounds down
+        one | (3 << 14): one | (1 << 16),  # 1.5 ulp -> 2 ulp
+        one | (254 << 15) | (1 << 14): one | (254 << 15),  # top two mantissas: no round-up ...
+        one | 0x7FFFFF: one | (255 << 15),  # ... so no carry into the exponent
+        0x80000000 | one | (1 << 14): 0x80000000 | one | (1 << 15),  # sign kept, |x| rounded up
+        0: 0,
+    }
+    values = np.array([_float32(k) for k in cases], np.float32)
+    expected = np.array(list(cases.values()), np.uint32)
+    rounded = reduce_mantissa(values, 8)
+    np.testing.assert_array_equal(rounded.view(np.uint32), expected)
+    np.testing.assert_array_equal(reduce_mantissa(rounded, 8), rounded)  # idempotent
+    np.testing.assert_array_equal(values.view(np.uint32)[0], one | (1 << 14))  # input untouched
+    np.testing.assert_array_equal(reduce_mantissa(values, FULL_PRECISION), values)
+    assert mantissa_bits_used(rounded) == 8 and mantissa_bits_used(np.array([1.0, 0.5])) == 0
+    with pytest.raises(ValueError, match="1..23"):
+        reduce_mantissa(values, 0)
+
+
+def test_every_float_branch_is_written_at_nanoaod_precision(tmp_path):
+    """Random values in every float branch of every collection come back on NanoAOD's grid."""
+    schema = load_schema()
+    rng = np.random.default_rng(5)
+    n = 50
+    chunk = {"run": np.ones(n), "luminosityBlock": np.ones(n), "event": np.arange(n)}
+    for name, spec in schema.scalars.items():
+        if spec.dtype == np.float32:
+            chunk[name] = rng.normal(0.0, 30.0, n)
+    for name, coll in schema.collections.items():
+        floats = {f: s for f, s in coll.branches.items() if s.dtype == np.float32}
+        if coll.jagged:
+            counts = rng.integers(0, 4, n)
+            chunk[name] = ak.unflatten(
+                ak.zip({f: rng.normal(0.0, 30.0, counts.sum()) for f in floats}), counts)
+        else:
+            chunk[name] = ak.zip({f: rng.normal(0.0, 30.0, n) for f in floats})
+    path = tmp_path / "floats.root"
+    write_nanoaod(path, chunk)
+    arrays = uproot.open(path)["Events"].arrays(library="np")
+    checked = 0
+    for name, spec in schema.branches.items():
+        if spec.dtype != np.float32 or name not in arrays:
+            continue
+        values = np.concatenate([np.atleast_1d(v) for v in arrays[name]])
+        assert mantissa_bits_used(values) == spec.precision, name  # 50+ values use every bit
+        checked += 1
+    assert checked == sum(s.dtype == np.float32 for s in schema.branches.values())

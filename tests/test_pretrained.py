@@ -10,9 +10,11 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 import pytest
+import uproot
 
 from flashsim.models import PRETRAINED
 from flashsim.nanoaod import load_schema, open_events
+from flashsim.nanoaod.precision import mantissa_bits_used
 from flashsim.objects import MODEL_SPECS, load_models
 
 MEDIUM_WP = 0.2770
@@ -30,20 +32,46 @@ def test_shipped_models_load_and_fit_the_budget():
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    """Reference-detector ttbar, Drell-Yan and VBF events and their flash simulation."""
+def held_out_files(tmp_path_factory):
+    """Reference-detector ttbar, Drell-Yan and VBF files and their flash simulation."""
     from flashsim.production import generate_file
     from flashsim.simulation import simulate
 
     out = tmp_path_factory.mktemp("held_out")
-    pairs = {}
+    files = {}
     for process, n_events in (("dy_mumu", 300), ("ttbar", 500), ("vbf_hmumu", 300)):
         full = out / f"{process}_full.root"
         flash = out / f"{process}_flash.root"
         generate_file(process, n_events, full, seed=2_000_000, refsim=True)
         simulate([full], flash, seed=7, oversample=4)
-        pairs[process] = (open_events(full), open_events(flash))
-    return pairs
+        files[process] = (full, flash)
+    return files
+
+
+@pytest.fixture(scope="module")
+def held_out(held_out_files):
+    """The held-out files as coffea events: {process: (reference detector, flash)}."""
+    return {process: (open_events(full), open_events(flash))
+            for process, (full, flash) in held_out_files.items()}
+
+
+def test_files_use_no_more_mantissa_bits_than_real_nanoaod(held_out_files, reference_nano):
+    """Every float branch that our NANOAODSIM and flash files share with CMS's nano_dy.root
+    uses at most the mantissa bits of CMS's branch (the schema precision, which
+    tests/test_schema.py checks nano_dy.root's values agree with)."""
+    schema = load_schema()
+    with uproot.open(reference_nano) as file:
+        real = {n for n in file["Events"].keys() if n in schema.branches
+                and schema.branch(n).dtype == np.float32}
+    full, flash = held_out_files["ttbar"]
+    for path in (full, flash):
+        with uproot.open(path) as file:
+            shared = sorted(real & set(file["Events"].keys()))
+            arrays = file["Events"].arrays(shared, library="np")
+        assert {"GenPart_eta", "Muon_eta", "Jet_pt", "Jet_chHEF", "MET_phi", "PV_z"} <= set(shared)
+        too_fine = {n: mantissa_bits_used(np.concatenate([np.atleast_1d(v) for v in arrays[n]]))
+                    for n in shared}
+        assert {n: b for n, b in too_fine.items() if b > schema.branch(n).precision} == {}, path
 
 
 def _resolution(events) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from flashsim.errors import FlashSimError
+from flashsim.nanoaod.precision import FULL_PRECISION
 
 __all__ = [
     "KINDS",
@@ -37,8 +38,9 @@ class BranchSpec:
     """One TBranch: full ``name`` (``Muon_pt``), ``field`` inside its collection (``pt``; the name
     itself for scalars), numpy ``dtype``, ``doc`` (the TBranch title), ``kind`` (one of
     :data:`KINDS`), ``allowed`` values of a discrete branch (None = open-ended), ``target``
-    collection of an index branch (None = not written by flashsim) and ``bits`` {bit: flag name}
-    of a bitflags branch."""
+    collection of an index branch (None = not written by flashsim), ``bits`` {bit: flag name}
+    of a bitflags branch and, for float32 branches, the ``precision``: mantissa bits that CMS
+    NanoAOD keeps (1..23, 23 = all; see :mod:`flashsim.nanoaod.precision`)."""
 
     name: str
     field: str
@@ -48,6 +50,7 @@ class BranchSpec:
     allowed: tuple | None = None
     target: str | None = None
     bits: dict[int, str] | None = None
+    precision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,15 +124,26 @@ def _branch(name: str, field_: str, raw: dict[str, Any]) -> BranchSpec:
         raise FlashSimError(f"schema branch {name!r} has unknown kind {kind!r}; use one of {KINDS}")
     allowed = raw.get("allowed")
     bits = raw.get("bits")
+    dtype = np.dtype(raw["dtype"])
+    precision = raw.get("precision")
+    needs_precision = dtype == np.float32
+    if needs_precision != (precision is not None) or (
+        precision is not None and not 1 <= precision <= FULL_PRECISION
+    ):
+        raise FlashSimError(
+            f"schema branch {name!r} ({dtype}) has precision {precision!r}; every float32 branch "
+            f"needs its NanoAOD mantissa precision (1..{FULL_PRECISION}) and no other branch has one"
+        )
     return BranchSpec(
         name=name,
         field=field_,
-        dtype=np.dtype(raw["dtype"]),
+        dtype=dtype,
         doc=raw["doc"],
         kind=kind,
         allowed=None if allowed is None else tuple(allowed),
         target=raw.get("target"),
         bits=None if bits is None else {int(k): v for k, v in bits.items()},
+        precision=precision,
     )
 
 

@@ -7,9 +7,11 @@ A *chunk* is the in-memory NanoAOD format used everywhere in flashsim, ``dict[st
 - singleton collection (``"MET"``) -> ``ak.Array`` of type ``N * {field: ...}``;
 - scalar branch (``"run"``, ``"genWeight"``) -> 1-D array of length N.
 
-Every field is cast to its schema dtype and every TBranch is titled with its schema doc. Trees are
-written with uproot ``mktree`` + ``extend`` (``file[name] = ...`` would write an RNTuple), one
-record array per collection so that each jagged collection gets exactly one counter ``nX``.
+Every field is cast to its schema dtype, every float rounded to its schema mantissa
+``precision`` as CMSSW's NanoAOD producers round it, and every TBranch is titled with its schema
+doc. Trees are written with uproot ``mktree`` + ``extend`` (``file[name] = ...`` would write an
+RNTuple), one record array per collection so that each jagged collection gets exactly one
+counter ``nX``.
 
 The file is written under a temporary name in the output directory and renamed into place only
 when complete, so an interrupted or failed write never leaves a partial file behind.
@@ -30,6 +32,7 @@ import numpy as np
 import uproot
 
 from flashsim.errors import FlashSimError
+from flashsim.nanoaod.precision import FULL_PRECISION, reduce_mantissa
 from flashsim.nanoaod.schema import BranchSpec, load_schema, schema_path
 from flashsim.output_path import check_output_file
 
@@ -93,12 +96,21 @@ def _patch_branches(
 
 def _cast_flat(values: Any, spec: BranchSpec) -> np.ndarray:
     try:
-        return ak.to_numpy(values, allow_missing=False).astype(spec.dtype, copy=False)
+        array = ak.to_numpy(values, allow_missing=False).astype(spec.dtype, copy=False)
     except (ValueError, TypeError) as err:
         raise FlashSimError(
             f"cannot write NanoAOD branch {spec.name!r} as {spec.dtype}: {err}; "
             "give it plain numeric values without missing entries"
         ) from None
+    return _nanoaod_precision(array, spec)
+
+
+def _nanoaod_precision(array: np.ndarray, spec: BranchSpec) -> np.ndarray:
+    """Float branches rounded to the mantissa precision CMS NanoAOD gives them (schema
+    ``precision``), so that every file we write carries real NanoAOD's value grid."""
+    if spec.precision is None or spec.precision == FULL_PRECISION:
+        return array
+    return reduce_mantissa(array, spec.precision)
 
 
 class NanoAODWriter:
