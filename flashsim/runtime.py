@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from coffea.nanoevents import NanoAODSchema
 
 from flashsim.nanoaod.reader import read_runs
 from flashsim.nanoaod.schema import load_schema
+from flashsim.seeds import seed_sequence
 
 __all__ = [
     "BATCH_EVENTS",
@@ -120,10 +120,9 @@ def _cached_models(directory: str | None, backend: str, device: str):
 
 def chunk_seed(seed: int, file_key: str, entry_start: int,
                entry_stop: int) -> np.random.SeedSequence:
-    """The seed sequence of one chunk, a pure function of the chunk's identity."""
-    return np.random.SeedSequence(
-        [seed, zlib.crc32(file_key.encode()), int(entry_start), int(entry_stop)]
-    )
+    """The seed sequence of one chunk, a pure function of the chunk's identity (any integer
+    seed; see :mod:`flashsim.seeds`)."""
+    return seed_sequence(seed, "flash", file_key, int(entry_start), int(entry_stop))
 
 
 def batch_rng(chunk: np.random.SeedSequence, index: int) -> np.random.Generator:

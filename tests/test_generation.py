@@ -161,3 +161,35 @@ def test_gen_floats_carry_nanoaod_precision(gen_files):
             for n in names}
     assert {n: b for n, b in used.items() if b > schema.branch(n).precision} == {}
     assert used["GenPart_eta"] == 8 and used["GenJet_phi"] == 12 and used["GenJet_pt"] > 12
+
+
+def test_pileup_pools_are_keyed_by_seed_chunk_and_purpose():
+    from flashsim.generation.run import minbias_pool, pythia_seed
+
+    seeds = {(s, c): pythia_seed(s, "minbias_pool", c)
+             for s in (-3, -1, 0, 1, 2, 3, 2**64 + 1) for c in range(4)}
+    assert len(set(seeds.values())) == len(seeds)  # no seed + chunk, no abs(seed) overlaps
+    assert pythia_seed(1, "minbias_pool", 0) != pythia_seed(1, "hard_process", 0)
+
+    def fingerprint(pool):
+        return ak.to_list(ak.num(pool, axis=1)), ak.to_numpy(ak.flatten(pool.px))[:20].tolist()
+
+    first = fingerprint(minbias_pool(3, seed=5, chunk=1))
+    assert first == fingerprint(minbias_pool(3, seed=5, chunk=1))
+    assert first != fingerprint(minbias_pool(3, seed=6, chunk=0))
+    assert first != fingerprint(minbias_pool(3, seed=-5, chunk=1))
+
+
+def test_refsim_without_pileup_and_with_negative_seed(tmp_path):
+    """--pileup 0 needs no minimum-bias pool and has no pileup: one vertex, no PU particles."""
+    from flashsim.nanoaod import read_provenance
+    from flashsim.refdet import DETECTOR_VERSION
+
+    path = tmp_path / "nopu.root"
+    generate_file("dy_mumu", 12, path, seed=-(2**40), pileup_mean=0.0, refsim=True)
+    events = _events(path)
+    assert ak.all(events["Pileup_nPU"] == 0) and ak.all(events["PV_npvs"] == 1)
+    assert ak.sum(events["nMuon"]) > 12
+    assert read_provenance(path)["reference_detector_version"] == DETECTOR_VERSION
+    # without pileup the only jets without a GenJet are rare resolution/threshold effects
+    assert ak.mean(events["Jet_genJetIdx"] < 0) < 0.1  # 0.6 at the default pileup

@@ -11,6 +11,7 @@ import pytest
 from flashsim.generation import iter_batches, minbias_pool
 from flashsim.nanoaod.schema import collection_branches
 from flashsim.refdet import ReferenceDetector
+from flashsim.refdet.pileup import overlay
 
 
 def _batch(process: str, n: int, seed: int):
@@ -99,6 +100,55 @@ def test_pileup_jets(samples):
     assert np.mean(high["RawMET"].sumEt) > np.mean(low["RawMET"].sumEt)
 
 
+def test_pileup_orientation_keeps_each_overlaid_event(samples):
+    """Every overlaid copy is its pool event rotated about z and maybe mirrored in z: same
+    multiplicity, same sum pT, sum pz kept or flipped, azimuth shifted by the copy's angle."""
+    batch, _ = samples["dy"]
+    pool = samples["detector"].pool
+    n_pu = np.full(len(batch.nano["event"]), 20)
+    ov = overlay(batch.particles, pool, n_pu, np.random.default_rng(11), sigma_z=35.0)
+    n = ov.n_events
+    cols = ov.cols
+    vertex = cols["vtx"][cols["vtx"] >= n] - n
+    n_vertices = int(n_pu.sum())
+    source = ov.pileup_source
+    pt = np.hypot(cols["px"], cols["py"])[cols["vtx"] >= n]
+    pool_pt = np.hypot(pool.cols["px"], pool.cols["py"])
+    pool_evt = np.repeat(np.arange(len(pool)), pool.counts)
+
+    def per_vertex(values):
+        return np.bincount(vertex, weights=values, minlength=n_vertices)
+
+    def per_pool_event(values):
+        return np.bincount(pool_evt, weights=values, minlength=len(pool))[source]
+
+    np.testing.assert_array_equal(np.bincount(vertex, minlength=n_vertices), pool.counts[source])
+    np.testing.assert_allclose(per_vertex(pt), per_pool_event(pool_pt), rtol=1e-12)
+    sign = np.where(ov.pileup_reflected, -1.0, 1.0)
+    np.testing.assert_allclose(per_vertex(cols["pz"][cols["vtx"] >= n]),
+                               sign * per_pool_event(pool.cols["pz"]), rtol=1e-9, atol=1e-9)
+    # the first particle of each copy: its azimuth moved by the copy's rotation
+    first = np.flatnonzero(np.diff(np.concatenate([[-1], vertex])) != 0)
+    moved = (np.arctan2(cols["py"], cols["px"])[cols["vtx"] >= n][first]
+             - np.arctan2(pool.cols["py"], pool.cols["px"])[pool.offsets[source]])
+    np.testing.assert_allclose(np.angle(np.exp(1j * (moved - ov.pileup_rotation))), 0.0, atol=1e-9)
+    # orientations are drawn per copy: spread over the circle, half of them mirrored
+    assert 0.4 < np.mean(ov.pileup_reflected) < 0.6
+    assert np.histogram(ov.pileup_rotation, bins=6, range=(-np.pi, np.pi))[0].min() > n_vertices / 8
+    # the same pool event overlaid twice is not the same particles at the same place
+    twice = np.flatnonzero(source == source[0])[:2]
+    assert len(twice) == 2 and ov.pileup_rotation[twice[0]] != ov.pileup_rotation[twice[1]]
+
+
+def test_no_pileup_pool_without_pileup(samples):
+    batch, _ = samples["dy"]
+    detector = ReferenceDetector(None)
+    chunk = detector.reconstruct(_with_pileup(batch, 0.0, 1), np.random.default_rng(2))
+    assert np.all(chunk["PV"].npvs == 1)
+    with pytest.raises(ValueError, match="empty pileup pool"):
+        detector.reconstruct(_with_pileup(batch, 5.0, 1), np.random.default_rng(2))
+
+
 def test_btag_separates(samples):
     _, chunk = samples["ttbar"]
     jet = chunk["Jet"]
@@ -130,9 +180,11 @@ def test_cross_references(samples):
             assert ak.all(jet[jm] < ak.num(mu, axis=1))
             linked = jet[jet[jm] >= 0]
             assert ak.all(mu[linked[jm]].jetIdx == ak.local_index(jet, axis=1)[jet[jm] >= 0])
-        back = jet[ak.where(mu.jetIdx >= 0, mu.jetIdx, 0)]
-        owns = (back.muonIdx1 == local) | (back.muonIdx2 == local) | (back.nMuons > 2)
-        assert ak.all(owns[mu.jetIdx >= 0])
+        linked = mu.jetIdx >= 0  # (events with muons but no jet have nothing to index)
+        back = jet[mu.jetIdx[linked]]
+        owns = ((back.muonIdx1 == local[linked]) | (back.muonIdx2 == local[linked])
+                | (back.nMuons > 2))
+        assert ak.all(owns)
 
 
 # coffea's own NanoAODSchema (a user's view, on purpose not flashsim's quiet one) warns for every

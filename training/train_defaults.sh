@@ -28,7 +28,8 @@
 # than the full simulation, against 2% for the shipped one, so the shipped one stays.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
-# Re-running resumes: existing samples are kept (their names carry events and seed),
+# Re-running resumes: existing samples are kept (their names carry events, seed and the
+# reference-detector version, so samples of an older detector are never reused),
 # interrupted trainings restart from their checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +37,12 @@ DEVICE=${1:-cpu}
 SAMPLES=training/samples
 OUT=${2:-flashsim/pretrained}
 JOBS=$(nproc)
+REFDET=$(python -c "from flashsim.refdet import DETECTOR_VERSION; print(DETECTOR_VERSION)")
 mkdir -p "$SAMPLES"
 
 data=()
 sample() {  # process events seed
-  local file="$SAMPLES/$1_$2_seed$3.root"
+  local file="$SAMPLES/$1_$2_seed$3_refdet$REFDET.root"
   [ -f "$file" ] || flashsim generate "$1" -n "$2" --seed "$3" --jobs "$JOBS" --refsim -o "$file"
   data+=(--data "$file")
 }

@@ -1,16 +1,19 @@
 """Generation runs: chunks, seeds and batches of GEN NanoAOD events.
 
 Reproducibility: events are cut into fixed *chunks* of :data:`CHUNK_EVENTS` events (or another
-fixed size, :func:`chunk_ranges`), independent of the number of worker processes; chunk ``c``
-starts a fresh Pythia seeded with a number derived from ``(seed, c)`` by
-``numpy.random.SeedSequence`` (mapped into Pythia's 1..900000000), and every batch of the chunk
-draws its pileup from ``SeedSequence([seed, c, batch])``.  So a chunk's events do not
-depend on which process generates it (:mod:`flashsim.production` runs chunks on workers and writes
-them in order).  Event ids: ``run`` = 1, ``event`` = 1 + position in the file (unique per file),
-``luminosityBlock`` = 1 + position // 1000.  ``genWeight`` = ``Generator_weight`` = Pythia's event
-weight (1 for unweighted generation); ``Generator_scalePDF`` = sqrt(Q2Fac) (the Q value, as CMS
-stores it), ``Generator_xpdf1/2`` = x*f(x, Q2), ``Generator_binvar`` = pTHat (0 for 2 -> 1
-processes), as the CMSSW Pythia 8 interface fills it.
+fixed size, :func:`chunk_ranges`), independent of the number of worker processes; every random
+stream is :func:`flashsim.seeds.seed_sequence` of the run's seed, its purpose and its place:
+chunk ``c`` starts a fresh Pythia seeded from ``(seed, "hard_process", c)`` (mapped into
+Pythia's 1..900000000), every batch ``b`` of the chunk draws its pileup profile from
+``(seed, "pileup_profile", c, b)``, and :func:`minbias_pool` of chunk ``c`` uses
+``(seed, "minbias_pool", c)``.  Any integer seed works, and no two (seed, purpose, chunk) share
+a stream.  So a chunk's events do not depend on which process generates it
+(:mod:`flashsim.production` runs chunks on workers and writes them in order).  Event ids:
+``run`` = 1, ``event`` = 1 + position in the file (unique per file), ``luminosityBlock`` =
+1 + position // 1000.  ``genWeight`` = ``Generator_weight`` = Pythia's event weight (1 for
+unweighted generation); ``Generator_scalePDF`` = sqrt(Q2Fac) (the Q value, as CMS stores it),
+``Generator_xpdf1/2`` = x*f(x, Q2), ``Generator_binvar`` = pTHat (0 for 2 -> 1 processes), as
+the CMSSW Pythia 8 interface fills it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flashsim.generation.pileup import pileup_table
 from flashsim.generation.processes import PROCESSES
 from flashsim.generation.pythia import MAX_SEED, Record, make_pythia, next_record
 from flashsim.pdg import is_neutrino
+from flashsim.seeds import seed_sequence, seeded_rng
 
 __all__ = [
     "BATCH_SIZE", "CHUNK_EVENTS", "EVENTS_PER_LUMI", "GenBatch", "check_arguments", "chunk_batches",
@@ -53,9 +57,9 @@ class GenBatch:
     particles: ak.Array
 
 
-def pythia_seed(seed: int, chunk: int) -> int:
-    """Pythia seed (1..900000000) of chunk ``chunk`` of a run with seed ``seed``."""
-    state = np.random.SeedSequence([abs(int(seed)), int(seed < 0), chunk]).generate_state(1, np.uint64)[0]
+def pythia_seed(seed: int, purpose: str, chunk: int) -> int:
+    """Pythia seed (1..900000000) of the ``purpose`` generator of chunk ``chunk`` of a run."""
+    state = seed_sequence(seed, purpose, chunk).generate_state(1, np.uint64)[0]
     return int(state % MAX_SEED) + 1
 
 
@@ -117,10 +121,10 @@ def chunk_batches(process: str, seed: int, chunk: int, start: int, stop: int,
                   pileup_mean: float, batch_size: int = BATCH_SIZE) -> Iterator[GenBatch]:
     """Events ``start..stop`` (chunk ``chunk`` of a run with ``seed``) in batches of at most
     ``batch_size``; the same events whichever process runs the chunk."""
-    pythia = make_pythia(process, pythia_seed(seed, chunk))
+    pythia = make_pythia(process, pythia_seed(seed, "hard_process", chunk))
     for index, first in enumerate(range(start, stop, batch_size)):
         n = min(batch_size, stop - first)
-        rng = np.random.default_rng(np.random.SeedSequence([abs(int(seed)), chunk, index]))
+        rng = seeded_rng(seed, "pileup_profile", chunk, index)
         yield _to_batch(next_record(pythia, n), first, pileup_mean, rng)
 
 
@@ -139,10 +143,11 @@ def iter_batches(process: str, n_events: int, *, seed: int, pileup_mean: float =
         yield from chunk_batches(process, seed, chunk, start, stop, pileup_mean, batch_size)
 
 
-def minbias_pool(n_events: int, *, seed: int) -> ak.Array:
+def minbias_pool(n_events: int, *, seed: int, chunk: int = 0) -> ak.Array:
     """``n_events`` minimum-bias events as particle records (the ``GenBatch.particles`` layout,
-    ``genPartIdx`` = -1), vertices relative to their own interaction point."""
-    pythia = make_pythia("minbias", pythia_seed(seed, 2**31 - 1))
+    ``genPartIdx`` = -1), vertices relative to their own interaction point: the pileup pool of
+    chunk ``chunk`` of a run with seed ``seed``."""
+    pythia = make_pythia("minbias", pythia_seed(seed, "minbias_pool", chunk))
     hist = GenHistory(next_record(pythia, n_events))
     return _final_particles(hist, np.full(len(hist.status), -1))
 

@@ -7,7 +7,7 @@ into NANOAODSIM RECO collections: ``Muon``, ``Jet``, ``MET``, ``RawMET``, ``PV``
 ``Muon_genPartFlav``, ``Jet_genJetIdx``, flavours) and ``Muon_jetIdx``/``Jet_muonIdx1/2``.
 
 Model in one paragraph: ``Pileup_nPU`` minimum-bias events are overlaid at vertices spread
-along z; the tracker (|eta| < 2.5) reconstructs charged particles with pT/eta-dependent
+along z, each copy rotated in azimuth and mirrored in z at random; the tracker (|eta| < 2.5) reconstructs charged particles with pT/eta-dependent
 efficiency, curvature and impact-parameter resolutions with non-Gaussian tails; vertices
 are found with a track-multiplicity-dependent efficiency and tracks of resolved pileup
 vertices are removed by CHS; ECAL/HCAL/HF deposits of everything else are smeared with
@@ -23,7 +23,7 @@ covariance.  All numbers live in :class:`DetectorConfig`.
 
 from __future__ import annotations
 
-from flashsim.refdet.config import DetectorConfig
+from flashsim.refdet.config import DETECTOR_VERSION, DetectorConfig
 from flashsim.refdet.detector import ReferenceDetector
 
-__all__ = ["DetectorConfig", "ReferenceDetector"]
+__all__ = ["DETECTOR_VERSION", "DetectorConfig", "ReferenceDetector"]

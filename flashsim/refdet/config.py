@@ -23,7 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DetectorConfig"]
+__all__ = ["DETECTOR_VERSION", "DetectorConfig"]
+
+DETECTOR_VERSION = 2
+"""Version of the reference detector's physics, recorded in every --refsim file's provenance and
+in the training-sample names (training/train_defaults.sh), so samples of an older detector are
+never mistaken for current ones.  1: the first detector.  2: every copy of an overlaid
+minimum-bias event rotated in azimuth and mirrored in z at random, pools keyed by
+(seed, chunk), track and muon direction resolution."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from flashsim.nanoaod.muon_working_points import derived_ids
 from flashsim.nanoaod.schema import collection_branches
 from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark, is_neutrino
 from flashsim.refdet.calorimeter import KIND_MU, pf_candidates
-from flashsim.refdet.config import DetectorConfig
+from flashsim.refdet.config import DETECTOR_VERSION, DetectorConfig
 from flashsim.refdet.jets import cluster_jets
 from flashsim.refdet.matching import event_offsets, local_index, match_unique
 from flashsim.refdet.met import grid_rho, missing_et
@@ -39,12 +39,15 @@ def _heavy(aid: np.ndarray, flavour: int) -> np.ndarray:
 class ReferenceDetector:
     """CMS-like parametric detector; see ``flashsim.refdet`` for the physics model.
 
-    ``pileup_pool``: minimum-bias particle records (``flashsim.generation.minbias_pool``).
+    ``pileup_pool``: minimum-bias particle records (``flashsim.generation.minbias_pool``), or
+    None for events without pileup (``Pileup_nPU`` = 0).
     ``timing``: seconds spent per stage, accumulated over calls (overlay, tracking,
     clustering, rest) -- for speed measurements.
     """
 
-    def __init__(self, pileup_pool: ak.Array, *, config: DetectorConfig | None = None):
+    VERSION = DETECTOR_VERSION
+
+    def __init__(self, pileup_pool: ak.Array | None, *, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig()
         self.pool = PileupPool(pileup_pool)
         self.timing: dict[str, float] = defaultdict(float)

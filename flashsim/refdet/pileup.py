@@ -3,8 +3,18 @@
 Each interaction (hard and pileup) gets a vertex z ~ N(0, sigma_z) (luminous region);
 particle production vertices are shifted by it and expressed relative to the true hard
 vertex, so ``vz`` of pileup particles is ``vz_own + z_pu - z_hard``.  Pileup events are
-drawn with replacement from the pool.  Everything is one flat particle table, grouped by
-event (hard particles first, then pileup), built by index arithmetic, no loops.
+drawn with replacement from the pool, and every overlaid copy gets its own orientation: a
+rotation by ``alpha ~ U(-pi, pi)`` about the beam axis and, with probability 1/2, the
+reflection ``z -> -z`` (momenta and production vertices alike)::
+
+    px' = px cos(alpha) - py sin(alpha),   py' = px sin(alpha) + py cos(alpha),   pz' = s pz
+
+Unpolarised pp minimum-bias collisions are symmetric under both (azimuthal symmetry of the
+beams, forward-backward symmetry of equal beams), so each copy is an equally likely event
+with the same multiplicity and pT of every particle, and a pool reused many times does not
+put the same particles at the same (eta, phi) again.  Everything is one flat particle
+table, grouped by event (hard particles first, then pileup), built by index arithmetic, no
+loops.
 """
 
 from __future__ import annotations
@@ -40,10 +50,16 @@ def flatten_particles(particles: ak.Array) -> tuple[dict[str, np.ndarray], np.nd
 
 class PileupPool:
     """Minimum-bias events flattened once; neutrinos and |eta| > 5.2 particles dropped
-    (they never reach a detector, so overlaying them would only cost time)."""
+    (they never reach a detector, so overlaying them would only cost time).  ``None`` gives
+    the empty pool of a run without pileup."""
 
-    def __init__(self, pool: ak.Array):
-        cols, counts = flatten_particles(pool)
+    def __init__(self, pool: ak.Array | None):
+        if pool is None:
+            cols = {k: np.zeros(0, np.int64 if k in ("pdgId", "genPartIdx") else np.float64)
+                    for k in FIELDS}
+            counts = np.zeros(0, np.int64)
+        else:
+            cols, counts = flatten_particles(pool)
         pt = np.hypot(cols["px"], cols["py"])
         eta = np.arcsinh(cols["pz"] / np.maximum(pt, 1e-9))
         keep = ~is_neutrino(cols["pdgId"]) & (np.abs(eta) < 5.2)
@@ -51,8 +67,6 @@ class PileupPool:
         self.cols = {k: v[keep] for k, v in cols.items()}
         self.counts = np.bincount(evt[keep], minlength=len(counts)).astype(np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        if len(self.counts) == 0:
-            raise ValueError("empty pileup pool")
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -65,7 +79,8 @@ class Overlay:
     ``cols`` holds the particle fields plus ``evt`` (event index) and ``vtx`` (global
     vertex index: ``0..N-1`` are the hard vertices of the N events, then pileup vertices).
     Vertex arrays: ``vertex_evt``, ``vertex_z`` (true z relative to the hard vertex, mm).
-    ``hard_z``: absolute true z of the hard vertex (mm).
+    ``hard_z``: absolute true z of the hard vertex (mm).  Per pileup vertex (``vtx - N``):
+    ``pileup_source`` (its pool event), ``pileup_rotation`` (alpha) and ``pileup_reflected``.
     """
 
     cols: dict[str, np.ndarray]
@@ -73,6 +88,9 @@ class Overlay:
     vertex_evt: np.ndarray
     vertex_z: np.ndarray
     hard_z: np.ndarray
+    pileup_source: np.ndarray
+    pileup_rotation: np.ndarray
+    pileup_reflected: np.ndarray
 
     @property
     def n_events(self) -> int:
@@ -86,10 +104,15 @@ def overlay(particles: ak.Array, pool: PileupPool, n_pu: np.ndarray,
     n = len(hard_counts)
     n_pu = np.asarray(n_pu, dtype=np.int64)
     n_int = int(n_pu.sum())
+    if n_int and not len(pool):
+        raise ValueError(f"{n_int} pileup interactions (Pileup_nPU) to overlay from an empty "
+                         "pileup pool; give the detector minimum-bias events")
     hard_z = rng.normal(0.0, sigma_z, n)
     pu_evt = np.repeat(np.arange(n), n_pu)
     pu_z = rng.normal(0.0, sigma_z, n_int) - hard_z[pu_evt]
     chosen = rng.integers(0, len(pool), n_int)
+    rotation = rng.uniform(-np.pi, np.pi, n_int)
+    reflected = rng.random(n_int) < 0.5
     pu_counts = pool.counts[chosen]
     n_pu_part = int(pu_counts.sum())
     # index of every overlaid pileup particle in the pool's flat table
@@ -107,11 +130,12 @@ def overlay(particles: ak.Array, pool: PileupPool, n_pu: np.ndarray,
     pu_start_in = np.concatenate([[0], np.cumsum(pu_per_evt)[:-1]])
     pu_dest = starts[pu_part_evt] + hard_counts[pu_part_evt] + np.arange(n_pu_part) - pu_start_in[pu_part_evt]
     total = int(counts.sum())
+    pu_cols = _oriented(pool, src, rotation[pu_vertex - n], reflected[pu_vertex - n])
     cols = {}
     for name in FIELDS:
         out = np.empty(total, dtype=hard[name].dtype)
         out[hard_dest] = hard[name]
-        out[pu_dest] = pool.cols[name][src]
+        out[pu_dest] = pu_cols[name]
         cols[name] = out
     cols["genPartIdx"][pu_dest] = -1
     cols["vz"][pu_dest] += pu_z[pu_vertex - n]
@@ -122,4 +146,18 @@ def overlay(particles: ak.Array, pool: PileupPool, n_pu: np.ndarray,
     cols["vtx"] = vtx
     return Overlay(cols=cols, counts=counts,
                    vertex_evt=np.concatenate([np.arange(n), pu_evt]),
-                   vertex_z=np.concatenate([np.zeros(n), pu_z]), hard_z=hard_z)
+                   vertex_z=np.concatenate([np.zeros(n), pu_z]), hard_z=hard_z,
+                   pileup_source=chosen, pileup_rotation=rotation, pileup_reflected=reflected)
+
+
+def _oriented(pool: PileupPool, src: np.ndarray, alpha: np.ndarray,
+              reflected: np.ndarray) -> dict[str, np.ndarray]:
+    """Pool particles ``src``, each rotated by ``alpha`` about z and, where ``reflected``,
+    mirrored in z (see the module doc); vertices relative to their own interaction point."""
+    cols = {name: pool.cols[name][src] for name in FIELDS}
+    cos, sin = np.cos(alpha), np.sin(alpha)
+    sign = np.where(reflected, -1.0, 1.0)
+    for x, y, z in (("px", "py", "pz"), ("vx", "vy", "vz")):
+        cols[x], cols[y] = cols[x] * cos - cols[y] * sin, cols[x] * sin + cols[y] * cos
+        cols[z] = cols[z] * sign
+    return cols
