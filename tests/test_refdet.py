@@ -10,8 +10,9 @@ import pytest
 
 from flashsim.generation import iter_batches, minbias_pool
 from flashsim.nanoaod.schema import collection_branches
-from flashsim.refdet import ReferenceDetector
+from flashsim.refdet import DetectorConfig, ReferenceDetector
 from flashsim.refdet.pileup import overlay
+from flashsim.refdet.tracker import direction_resolution
 
 
 def _batch(process: str, n: int, seed: int):
@@ -76,6 +77,29 @@ def test_muon_resolution(samples):
     assert 0.005 < (q84 - q16) / 2 < 0.03
     assert abs(q50 - 1) < 0.01
     assert ak.mean(m.tightId) > 0.85
+
+
+def test_muon_direction_is_measured(samples):
+    """Muon eta/phi come from the smeared track: every matched muon differs from its GEN muon,
+    by the tracker resolution a (+) b/(pT sin^1/2 theta) of JINST 9 P10009 (20-100 GeV)."""
+    batch, chunk = samples["dy"]
+    mu = chunk["Muon"]
+    m = mu[(mu.genPartIdx >= 0) & (mu.genPartFlav == 1)]
+    g = batch.nano["GenPart"][m.genPartIdx]
+    flat = {k: ak.to_numpy(ak.flatten(v)).astype(np.float64) for k, v in
+            (("eta", m.eta), ("phi", m.phi), ("geta", g.eta), ("gphi", g.phi), ("gpt", g.pt))}
+    deta = flat["eta"] - flat["geta"]
+    dphi = np.angle(np.exp(1j * (flat["phi"] - flat["gphi"])))
+    assert np.mean(deta != 0) > 0.99 and np.mean(dphi != 0) > 0.99
+    core = (flat["gpt"] > 20) & (flat["gpt"] < 100) & (np.abs(flat["geta"]) < 1.4)
+    assert core.sum() > 50
+    sigma_phi, sigma_eta = direction_resolution(flat["gpt"][core], np.abs(flat["geta"][core]),
+                                                1 / np.cosh(flat["geta"][core]), DetectorConfig())
+    for delta, sigma in ((deta[core], sigma_eta), (dphi[core], sigma_phi)):
+        pull = delta / sigma
+        q16, q84 = np.quantile(pull, [0.16, 0.84])
+        assert 0.8 < (q84 - q16) / 2 < 1.25  # core width as parametrised (3% tails aside)
+    assert 1e-4 < np.median(np.abs(deta[core])) < 5e-4  # P10009: 2.5-4e-4 in eta at 20-100 GeV
 
 
 def test_jet_response(samples):

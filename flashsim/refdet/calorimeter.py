@@ -1,7 +1,8 @@
 """Calorimeters and the PF-like candidate list (one candidate at most per particle).
 
 - Tracked charged particles become charged PF candidates (charged hadron, electron, or
-  muon when the muon reconstruction made a PF muon of them) with the track momentum.
+  muon when the muon reconstruction made a PF muon of them) with the track momentum and
+  direction.
 - Everything else that reaches a calorimeter becomes a neutral deposit:
   photons and untracked electrons -> ECAL photons (|eta| < 3), HF EM (3 < |eta| < 5);
   neutral hadrons and untracked charged hadrons (pT > 0.7 GeV or |eta| > 2.5) -> HCAL
@@ -53,10 +54,12 @@ def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], track
     trk_of[tracks.idx] = np.arange(len(tracks.idx))
     tracked = trk_of >= 0
 
-    # charged candidates
+    # charged candidates: the track's momentum and direction
     t = tracks.idx
     kind[t] = np.where(aid[t] == 11, KIND_ELE, KIND_CH)
     pt[t] = tracks.pt
+    out_eta[t] = tracks.eta
+    out_phi[t] = tracks.phi
     kind[pf_muon_idx] = KIND_MU
     pt[pf_muon_idx] = pf_muon_pt
 

@@ -7,7 +7,7 @@ GEN muon and are usually non-isolated.
 
 Momentum: the curvature is smeared with ``sigma(pT)/pT = c(eta) (+) s(eta) pT`` (1.1-2.5%
 constant, 1e-4..2.5e-4 /GeV slope) and a 4x-wider component for 4% of muons, so charge
-flips appear at TeV momenta.  Quality variables (``nStations``, ``nTrackerLayers``, pixel
+flips appear at TeV momenta.  Direction: that of the inner track (``flashsim.refdet.tracker``).  Quality variables (``nStations``, ``nTrackerLayers``, pixel
 hits, normalised chi2, segment compatibility, kink) are drawn per source type; the IDs are
 the muon POG cut-based definitions applied to them (SWGuideMuonIdRun2):
 
@@ -101,7 +101,7 @@ def reconstruct_muons(cols, kin, tracks: Tracks, cfg: DetectorConfig, rng: np.ra
     kink_ok = rng.random(n) < np.where(is_fake, 0.3, 0.99)
     return {
         "evt": cols["evt"][t[sel]], "src": t[sel], "trk": ti, "fake": is_fake,
-        "pt": pt, "eta": kin["eta"][t[sel]], "phi": kin["phi"][t[sel]], "charge": charge.astype(np.int32), "ptErr": pt_err,
+        "pt": pt, "eta": tracks.eta[ti], "phi": tracks.phi[ti], "charge": charge.astype(np.int32), "ptErr": pt_err,
         "dxy": tracks.dxy[ti] / 10.0, "dz": tracks.dz[ti] / 10.0,
         "dxyErr": tracks.dxy_err[ti] / 10.0, "dzErr": tracks.dz_err[ti] / 10.0,
         "isGlobal": is_global, "isTracker": is_tracker, "isPFcand": is_pf,

@@ -2,8 +2,12 @@
 
 Tracking efficiency: ``eps = plateau(species, eta) * (1 - exp(-(pT - pT_min)/scale))`` for
 charged particles produced inside the tracker volume.  Transverse momentum: the curvature
-``q/pT`` is smeared, ``sigma(pT)/pT = c(eta) (+) s(eta) pT`` with a 3x-wider component for a
-few percent of tracks.  Impact parameters of a straight track from its production vertex
+``q/pT`` is smeared, ``sigma(pT)/pT = c(eta) (+) s(eta) pT``.  Direction: ``phi`` and ``eta``
+are smeared with ``sigma = a(eta) (+) b(eta)/(pT sin^1/2 theta)``, a hit-resolution constant
+and a multiple-scattering term (the scattering angle ~ sqrt(x/X0 / sin theta)/p projects onto
+phi as 1/(pT sin^1/2 theta) and onto cot theta as 1/(pT sin^3/2 theta), i.e. onto
+eta = asinh(cot theta) again as 1/(pT sin^1/2 theta)).  A few percent of tracks (fakes, kinks)
+have a 3x wider curvature and direction resolution.  Impact parameters of a straight track from its production vertex
 ``v`` relative to the true hard vertex::
 
     dxy = (-vx py + vy px) / pT,   dz = vz - (vx px + vy py)/pT * pz/pT
@@ -25,7 +29,7 @@ import numpy as np
 
 from flashsim.refdet.config import DetectorConfig
 
-__all__ = ["Tracks", "Vertices", "reconstruct_tracks", "reconstruct_vertices"]
+__all__ = ["Tracks", "Vertices", "direction_resolution", "reconstruct_tracks", "reconstruct_vertices"]
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Tracks:
 
     idx: np.ndarray
     pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
     charge: np.ndarray
     dxy: np.ndarray
     dz: np.ndarray
@@ -52,10 +58,18 @@ class Vertices:
     chs_removed: np.ndarray  # per track (aligned with Tracks.idx)
 
 
-def _gauss_tail(rng: np.random.Generator, n: int, fraction: float, scale: float) -> np.ndarray:
-    """Standard normal numbers, a ``fraction`` of them ``scale`` times wider."""
-    z = rng.standard_normal(n)
-    return np.where(rng.random(n) < fraction, z * scale, z)
+def direction_resolution(pt: np.ndarray, abseta: np.ndarray, sin_theta: np.ndarray,
+                         cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Core Gaussian sigma(phi) (rad) and sigma(eta) of tracks: ``a (+) b/(pT sin^1/2 theta)``
+    with the barrel / endcap constants of :class:`DetectorConfig` (see the module doc)."""
+    barrel = abseta < cfg.track_dir_barrel_eta
+    scattering = 1.0 / (pt * np.sqrt(sin_theta))
+    sigma_phi = np.hypot(np.where(barrel, cfg.track_phi_res_const_barrel, cfg.track_phi_res_const_endcap),
+                         np.where(barrel, cfg.track_phi_res_ms_barrel, cfg.track_phi_res_ms_endcap)
+                         * scattering)
+    sigma_eta = np.hypot(np.where(barrel, cfg.track_eta_res_const_barrel, cfg.track_eta_res_const_endcap),
+                         cfg.track_eta_res_ms * scattering)
+    return sigma_phi, sigma_eta
 
 
 def reconstruct_tracks(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray],
@@ -79,21 +93,25 @@ def reconstruct_tracks(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray],
     const = np.where(barrel, cfg.track_res_const_barrel, cfg.track_res_const_endcap)
     slope = np.where(barrel, cfg.track_res_slope_barrel, cfg.track_res_slope_endcap)
     rel = np.hypot(const, slope * pt_c)
-    curvature = (1.0 + rel * _gauss_tail(rng, n, cfg.track_tail_fraction, cfg.track_tail_scale)) / pt_c
+    widen = np.where(rng.random(n) < cfg.track_tail_fraction, cfg.track_tail_scale, 1.0)
+    curvature = (1.0 + rel * widen * rng.standard_normal(n)) / pt_c
     pt_meas = 1.0 / np.abs(curvature)
+    sin_theta = 1.0 / np.cosh(eta[idx])
+    sigma_phi, sigma_eta = direction_resolution(pt_c, abseta, sin_theta, cfg)
+    eta_meas = eta[idx] + sigma_eta * widen * rng.standard_normal(n)
+    phi_meas = np.angle(np.exp(1j * (kin["phi"][idx] + sigma_phi * widen * rng.standard_normal(n))))
     px, py, pz = cols["px"][idx], cols["py"][idx], cols["pz"][idx]
     vx, vy, vz = cols["vx"][idx], cols["vy"][idx], cols["vz"][idx]
     pt_true = np.hypot(px, py)
     dxy = (-vx * py + vy * px) / pt_true
     dz = vz - (vx * px + vy * py) / pt_true * pz / pt_true
-    sin_theta = 1.0 / np.cosh(eta[idx])
     sd0 = np.hypot(cfg.d0_res_const, cfg.d0_res_slope / (pt_c * np.sqrt(sin_theta)))
     sdz = np.hypot(cfg.dz_res_const, cfg.dz_res_slope / (pt_c * sin_theta**1.5))
-    tail = rng.random(n) < cfg.ip_tail_fraction
-    widen = np.where(tail, cfg.ip_tail_scale, 1.0)
-    dxy = dxy + sd0 * widen * rng.standard_normal(n)
-    dz = dz + sdz * widen * rng.standard_normal(n)
-    return Tracks(idx=idx, pt=pt_meas, charge=np.sign(curvature) * np.sign(cols["charge"][idx]),
+    ip_widen = np.where(rng.random(n) < cfg.ip_tail_fraction, cfg.ip_tail_scale, 1.0)
+    dxy = dxy + sd0 * ip_widen * rng.standard_normal(n)
+    dz = dz + sdz * ip_widen * rng.standard_normal(n)
+    return Tracks(idx=idx, pt=pt_meas, eta=eta_meas, phi=phi_meas,
+                  charge=np.sign(curvature) * np.sign(cols["charge"][idx]),
                   dxy=dxy, dz=dz, dxy_err=sd0, dz_err=sdz, pt_rel_err=rel)
 
 
