@@ -7,8 +7,9 @@ into NANOAODSIM RECO collections: ``Muon``, ``Jet``, ``MET``, ``RawMET``, ``PV``
 ``Muon_genPartFlav``, ``Jet_genJetIdx``, flavours) and ``Muon_jetIdx``/``Jet_muonIdx1/2``.
 
 Model in one paragraph: ``Pileup_nPU`` minimum-bias events are overlaid at vertices spread
-along z, each copy rotated in azimuth and mirrored in z at random; the tracker (|eta| < 2.5) reconstructs charged particles with pT/eta-dependent
-efficiency, curvature and impact-parameter resolutions with non-Gaussian tails; vertices
+along z, each copy rotated in azimuth and mirrored in z at random; the tracker (|eta| < 2.5)
+reconstructs charged particles with pT/eta-dependent efficiency, curvature, direction and
+impact-parameter resolutions with non-Gaussian tails; vertices
 are found with a track-multiplicity-dependent efficiency and tracks of resolved pileup
 vertices are removed by CHS; ECAL/HCAL/HF deposits of everything else are smeared with
 stochastic/noise/constant terms, a hadronic non-compensation and thresholds; muons get

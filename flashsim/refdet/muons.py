@@ -7,9 +7,10 @@ GEN muon and are usually non-isolated.
 
 Momentum: the curvature is smeared with ``sigma(pT)/pT = c(eta) (+) s(eta) pT`` (1.1-2.5%
 constant, 1e-4..2.5e-4 /GeV slope) and a 4x-wider component for 4% of muons, so charge
-flips appear at TeV momenta.  Direction: that of the inner track (``flashsim.refdet.tracker``).  Quality variables (``nStations``, ``nTrackerLayers``, pixel
-hits, normalised chi2, segment compatibility, kink) are drawn per source type; the IDs are
-the muon POG cut-based definitions applied to them (SWGuideMuonIdRun2):
+flips appear at TeV momenta.  Direction: that of the inner track (``flashsim.refdet.tracker``).
+Quality variables (``nStations``, ``nTrackerLayers``, pixel hits, normalised chi2, segment
+compatibility, kink) are drawn per source type; the IDs are the muon POG cut-based
+definitions applied to them (SWGuideMuonIdRun2):
 
 - loose: PF and (global or tracker);
 - medium: loose, valid fraction > 0.8 and ((global, chi2 < 3, kink < 20, segComp > 0.303) or segComp > 0.451);
