@@ -50,13 +50,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from flashsim.refdet import DetectorConfig, ReferenceDetector
+    from flashsim.seeds import seeded_rng
 
     base = DetectorConfig()
     nbins = len(base.jec_offset)
     uncal = replace(base, jec_offset=(0.0,) * nbins, jec_resp_p0=(1.0,) * nbins,
                     jec_resp_p1=(0.0,) * nbins, btag_knots_x=(0.0, 1e3), btag_knots_y=(0.0, 1e3))
-    detector = ReferenceDetector(minbias_pool(400, seed=args.seed + 1000), config=uncal)
-    rng = np.random.default_rng(args.seed)
+    detector = ReferenceDetector(minbias_pool(400, seed=args.seed), config=uncal)
+    rng = seeded_rng(args.seed, "detector")
     rows, light_scores = [], []
     t0 = time.time()
     for batch in iter_batches("ttbar", args.events, seed=args.seed, pileup_mean=args.pileup,
