@@ -159,7 +159,7 @@ def reconstructed_in_memory(n_events: int, seed: int) -> dict[str, np.ndarray]:
     """Muon direction residuals of ``n_events`` Drell-Yan events (default pileup) put through
     the reference detector in memory, against the unrounded GEN muons."""
     from flashsim.generation import iter_batches, minbias_pool
-    from flashsim.generation.run import pileup_pool_size
+    from flashsim.production import pileup_pool_size
     from flashsim.refdet import ReferenceDetector
     from flashsim.seeds import seeded_rng
 
