@@ -29,6 +29,7 @@ def test_load_schema_is_cached_and_complete():
         "Pileup",
         "Generator",
         "Muon",
+        "Electron",
         "Jet",
         "MET",
         "RawMET",
@@ -61,8 +62,10 @@ def test_contract_dtypes_and_helpers():
     assert collection_branches("Muon")["pt"].name == "Muon_pt"
     with pytest.raises(FlashSimError, match="Muon_bogus"):
         branch_dtype("Muon_bogus")
-    with pytest.raises(FlashSimError, match="Electron"):
-        collection_branches("Electron")
+    assert branch_dtype("Electron_lostHits") == np.uint8
+    assert branch_dtype("Electron_vidNestedWPBitmap") == np.int32
+    with pytest.raises(FlashSimError, match="Photon"):
+        collection_branches("Photon")
 
 
 def test_kinds_allowed_targets_bits_are_consistent():
@@ -91,7 +94,15 @@ def test_kinds_allowed_targets_bits_are_consistent():
     assert targets["Jet_muonIdx1"] == targets["Jet_muonIdx2"] == "Muon"
     assert targets["Jet_genJetIdx"] == "GenJet"
     assert targets["GenPart_genPartIdxMother"] == "GenPart"
-    assert targets["Jet_electronIdx1"] is None
+    assert targets["Jet_electronIdx1"] == targets["Jet_electronIdx2"] == "Electron"
+    assert targets["Electron_genPartIdx"] == "GenPart"
+    assert targets["Electron_jetIdx"] == "Jet"
+    assert targets["Electron_photonIdx"] is None  # flashsim writes no Photon collection
+    assert schema.branch("Electron_genPartFlav").allowed == (0, 1, 3, 4, 5, 15, 22)
+    assert schema.branch("Electron_cutBased").allowed == (0, 1, 2, 3, 4)
+    heep = schema.branch("Electron_vidNestedWPBitmapHEEP").bits
+    assert len(heep) == 12 and heep[11] == "GsfEleEcalDrivenCut"
+    assert schema.branch("Electron_vidNestedWPBitmap").bits[29] == "GsfEleMissingHitsCut:2"
     assert schema.branch("Muon_genPartFlav").allowed == (0, 1, 3, 4, 5, 15)
     assert schema.branch("Jet_hadronFlavour").allowed == (0, 4, 5)
     assert schema.branch("Jet_jetId").allowed == (0, 2, 6)
@@ -123,6 +134,10 @@ def test_schema_matches_real_nanoaod(reference_nano, reference_branch_names):
         if events[name] != (schema.branch(name).dtype, schema.branch(name).doc)
     ]
     assert mismatched == []
+    # every Electron branch of the real file is in the schema, with its dtype and title
+    electron = sorted(n for n in events if n.startswith("Electron_"))
+    assert len(electron) == 61
+    assert sorted(set(electron) - set(schema.branches)) == []
     # every listed reference branch of the collections flashsim writes is in the schema
     assert sorted(set(reference_branch_names) - set(schema.branches)) == []
     # Runs: NanoAODv6 spells the sums with a trailing underscore
