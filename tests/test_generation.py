@@ -193,3 +193,14 @@ def test_refsim_without_pileup_and_with_negative_seed(tmp_path):
     assert read_provenance(path)["reference_detector_version"] == DETECTOR_VERSION
     # without pileup the only jets without a GenJet are rare resolution/threshold effects
     assert ak.mean(events["Jet_genJetIdx"] < 0) < 0.1  # 0.6 at the default pileup
+
+
+def test_dy_ee_decays_to_electron_pairs():
+    """dy_ee: every event holds an opposite-sign e+e- pair from the Z/gamma* (hard process)."""
+    nano = next(iter_batches("dy_ee", 3, seed=5, batch_size=3)).nano
+    part = nano["GenPart"]
+    hard_electrons = part[(abs(part.pdgId) == 11) & ((part.statusFlags >> 7) & 1 == 1)]
+    assert ak.all(ak.sum(hard_electrons.pdgId == 11, axis=1) >= 1)
+    assert ak.all(ak.sum(hard_electrons.pdgId == -11, axis=1) >= 1)
+    hard_muons = (abs(part.pdgId) == 13) & ((part.statusFlags >> 7) & 1 == 1)
+    assert not ak.any(hard_muons)

@@ -100,6 +100,9 @@ PROCESSES: dict[str, Process] = {
         Process("dy_mumu", "Drell-Yan Z/gamma* -> mu mu, m(mu mu) > 50 GeV",
                 ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 13 -13",
                  "PhaseSpace:mHatMin = 50."), cross_section_pb=_DY_MUMU_PB),
+        Process("dy_ee", "Drell-Yan Z/gamma* -> e e, m(e e) > 50 GeV",
+                ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 11 -11",
+                 "PhaseSpace:mHatMin = 50."), cross_section_pb=_DY_MUMU_PB),  # lepton universality
         Process("dy_mumu_105_160",
                 "Drell-Yan Z/gamma* -> mu mu, 105 < m(mu mu) < 160 GeV (the H -> mu mu fit window)",
                 ("WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 13 -13",
