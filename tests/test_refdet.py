@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from flashsim.generation import iter_batches, minbias_pool
+from flashsim.nanoaod.electron_working_points import DERIVED, derived_ids, hidden_from_bitmaps
 from flashsim.nanoaod.schema import collection_branches
 from flashsim.refdet import DetectorConfig, ReferenceDetector
 from flashsim.refdet.pileup import overlay
@@ -25,9 +26,10 @@ def samples():
     detector = ReferenceDetector(pool)
     ttbar = _batch("ttbar", 150, 102)
     dy = _batch("dy_mumu", 100, 103)
+    dy_ee = _batch("dy_ee", 150, 104)
     rng = np.random.default_rng(7)
     return {"detector": detector, "ttbar": (ttbar, detector.reconstruct(ttbar, rng)),
-            "dy": (dy, detector.reconstruct(dy, rng))}
+            "dy": (dy, detector.reconstruct(dy, rng)), "dy_ee": (dy_ee, detector.reconstruct(dy_ee, rng))}
 
 
 def _with_pileup(batch, mean: float, seed: int):
@@ -42,9 +44,9 @@ def _with_pileup(batch, mean: float, seed: int):
 
 def test_collections_and_branches(samples, reference_branch_names):
     _, chunk = samples["ttbar"]
-    for name in ("Muon", "Jet", "MET", "RawMET", "PV", "fixedGridRhoFastjetAll"):
+    for name in ("Muon", "Electron", "Jet", "MET", "RawMET", "PV", "fixedGridRhoFastjetAll"):
         assert name in chunk
-    for name in ("Muon", "Jet"):  # every schema branch, in schema dtypes
+    for name in ("Muon", "Electron", "Jet"):  # every schema branch, in schema dtypes
         branches = collection_branches(name)
         assert chunk[name].fields == list(branches)
         for field, spec in branches.items():
@@ -229,3 +231,86 @@ def test_nanoaodschema_roundtrip(samples, tmp_path):
     assert ak.all(events.Muon.pt == chunk["Muon"].pt)
     matched = events.Muon[events.Muon.genPartIdx >= 0]
     assert ak.all(np.abs(matched.matched_gen.pdgId) == 13)
+
+
+def _prompt_electrons(samples, key="dy_ee"):
+    batch, chunk = samples[key]
+    e = chunk["Electron"]
+    m = e[(e.genPartIdx >= 0) & (e.genPartFlav == 1)]
+    return batch, chunk, m, batch.nano["GenPart"][m.genPartIdx]
+
+
+def test_electron_branches_follow_nanoaod(samples):
+    _, chunk = samples["dy_ee"]
+    e = chunk["Electron"]
+    assert ak.all(e.pt > 5) and ak.all(e.pt[:, 1:] <= e.pt[:, :-1])
+    assert ak.all(e.pdgId == -11 * e.charge) and ak.all(e.photonIdx == -1)
+    flat = {f: ak.to_numpy(ak.flatten(e[f])) for f in e.fields}
+    rho = ak.to_numpy(ak.flatten(ak.broadcast_arrays(chunk["fixedGridRhoFastjetAll"], e.pt)[0]))
+    # every working-point branch is what NanoAOD would compute from the other branches
+    rebuilt = derived_ids({k: v for k, v in flat.items() if k not in DERIVED}
+                          | hidden_from_bitmaps(flat), rho.astype(np.float64))
+    for name in (*DERIVED, "dr03TkSumPt"):
+        np.testing.assert_array_equal(rebuilt[name], flat[name], err_msg=name)
+    assert set(np.unique(flat["genPartFlav"])) <= {0, 1, 3, 4, 5, 15, 22}
+
+
+def test_electron_efficiency_and_resolution(samples):
+    batch, _, m, g = _prompt_electrons(samples)
+    gp = batch.nano["GenPart"]
+    prompt = gp[(abs(gp.pdgId) == 11) & (gp.status == 1) & ((gp.statusFlags & 1) == 1)
+                & (gp.pt > 20) & (abs(gp.eta) < 2.4)]
+    found = (g.pt > 20) & (abs(g.eta) < 2.4)
+    assert ak.sum(found) / ak.sum(ak.num(prompt)) > 0.9
+    ratio = ak.to_numpy(ak.flatten((m.pt / g.pt)[found]))
+    eta = np.abs(ak.to_numpy(ak.flatten(g.eta[found])))
+    for region, (lo, hi) in {"barrel": (0.01, 0.035), "endcap": (0.015, 0.06)}.items():
+        r = ratio[eta < 1.44] if region == "barrel" else ratio[eta > 1.57]
+        q16, q50, q84 = np.quantile(r, [0.16, 0.5, 0.84])
+        assert lo < (q84 - q16) / 2 < hi, region
+        assert abs(q50 - 1) < 0.02, region
+    # the identification keeps most prompt electrons, the tight WP fewer than the medium
+    tight, medium = (np.mean(ak.to_numpy(ak.flatten(m.cutBased[found])) >= wp) for wp in (4, 3))
+    assert 0.5 < tight < medium < 0.95
+    assert 0.7 < np.mean(ak.to_numpy(ak.flatten(m.mvaFall17V2Iso_WP90[found]))) < 0.97
+    assert np.mean(ak.to_numpy(ak.flatten(m.charge == -np.sign(g.pdgId)))) > 0.98
+
+
+def test_electrons_from_jets_mostly_fail_the_identification(samples):
+    _, chunk = samples["ttbar"]
+    e = chunk["Electron"]
+    fake = e[(e.genPartFlav != 1) & (e.genPartFlav != 15)]
+    assert ak.sum(ak.num(fake)) > 20
+    assert np.mean(ak.to_numpy(ak.flatten(fake.cutBased)) >= 4) < 0.2
+    # heavy-flavour decays and unmatched candidates (hadrons, conversions) are both there
+    flav = set(np.unique(ak.to_numpy(ak.flatten(fake.genPartFlav))))
+    assert {0, 5} <= flav
+
+
+def test_electron_jet_links_and_particle_flow(samples):
+    _, chunk, m, _ = _prompt_electrons(samples)
+    e, jet = chunk["Electron"], chunk["Jet"]
+    local = ak.local_index(e, axis=1)
+    for je in ("electronIdx1", "electronIdx2"):
+        linked = jet[jet[je] >= 0]
+        assert ak.all(e[linked[je]].jetIdx == ak.local_index(jet, axis=1)[jet[je] >= 0])
+    back = jet[ak.where(e.jetIdx >= 0, e.jetIdx, 0)]
+    owns = (back.electronIdx1 == local) | (back.electronIdx2 == local) | (back.nElectrons > 2)
+    assert ak.all(owns[e.jetIdx >= 0])
+    assert ak.all(jet.nElectrons == ak.sum(e.jetIdx[:, None, :] == ak.local_index(jet)[:, :, None],
+                                           axis=2))
+    # a prompt PF electron's energy is in its jet's charged EM fraction, not the neutral one
+    hard = m[(m.pt > 30) & m.isPFcand & (m.jetIdx >= 0)]
+    host = jet[hard.jetIdx]
+    assert ak.mean(host.chEmEF) > 0.5 and ak.mean(host.neEmEF) < 0.3
+    # MET counts the electrons: in ttbar with a W -> e nu electron, MET follows the neutrinos;
+    # the PF sum without the electron would be off by the electron's momentum
+    batch, chunk = samples["ttbar"]
+    e = chunk["Electron"]
+    hard = e[(e.genPartFlav == 1) & (e.pt > 30)]
+    ex, ey = (ak.to_numpy(ak.sum(hard.pt * f(hard.phi), axis=1)) for f in (np.cos, np.sin))
+    met, gen = chunk["MET"], batch.nano["GenMET"]
+    dx, dy = (ak.to_numpy(met.pt * f(met.phi) - gen.pt * f(gen.phi)) for f in (np.cos, np.sin))
+    with_e = ak.to_numpy(ak.num(hard)) > 0
+    assert with_e.sum() > 10
+    assert np.median(np.hypot(dx, dy)[with_e]) < 0.7 * np.median(np.hypot(dx + ex, dy + ey)[with_e])

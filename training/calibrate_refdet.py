@@ -13,6 +13,11 @@ Generates ttbar with pileup (``flashsim.generation``), reconstructs it with the
 - b-tag score quantiles of light jets (90%, 99%, 99.9%) = the knots that map the score
   onto the DeepJet 2018 working points.
 
+With ``--electrons`` it generates ``dy_ee`` instead and prints the 80% / 90% quantiles of the
+electron identification distance D (without and with the isolation term) of prompt
+electrons with GEN pT > 20 GeV, read back from their MVA scores: the constants that put the
+Fall17 V2 WP80/WP90 cuts at 80% / 90% efficiency (``electron_mva_*q80/q90``).
+
 Paste the printed constants into ``flashsim/refdet/config.py``.
 """
 
@@ -47,10 +52,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--pileup", type=float, default=30.0)
+    parser.add_argument("--electrons", action="store_true",
+                        help="Calibrate the electron MVA quantiles on dy_ee instead.")
     args = parser.parse_args()
 
     from flashsim.refdet import DetectorConfig, ReferenceDetector
     from flashsim.seeds import seeded_rng
+
+    if args.electrons:
+        electron_quantiles(args)
+        return
 
     base = DetectorConfig()
     nbins = len(base.jec_offset)
@@ -66,6 +77,34 @@ def main() -> None:
         rows_and_scores(chunk, batch, rows, light_scores)
     print(f"# {args.events} ttbar events in {time.time() - t0:.0f} s")
     report(rows, light_scores, base)
+
+
+def electron_quantiles(args) -> None:
+    """Print the D quantiles of prompt electrons (module doc), inverting the MVA mapping of
+    ``flashsim.refdet.electrons.mva_scores`` with the constants currently configured."""
+    from flashsim.nanoaod.electron_working_points import mva_category, mva_cut, supercluster
+    from flashsim.refdet import DetectorConfig, ReferenceDetector
+
+    cfg = DetectorConfig()
+    detector = ReferenceDetector(toy_minbias_pool(400, seed=args.seed + 1000), config=cfg)
+    rng = np.random.default_rng(args.seed)
+    distances = {"mvaFall17V2noIso": [], "mvaFall17V2Iso": []}
+    for batch in toy_batches("dy_ee", args.events, seed=args.seed, pileup_mean=args.pileup):
+        electrons = detector.reconstruct(batch, rng)["Electron"]
+        gen = batch.nano["GenPart"][electrons.genPartIdx]
+        prompt = ak.flatten(electrons[(electrons.genPartFlav == 1) & (gen.pt > 20)])
+        flat = {f: ak.to_numpy(prompt[f]).astype(np.float64) for f in prompt.fields}
+        pt, eta_sc, _ = supercluster(flat)
+        category = mva_category(pt, eta_sc)
+        for name, (q80, q90) in (("mvaFall17V2noIso", (cfg.electron_mva_q80, cfg.electron_mva_q90)),
+                                 ("mvaFall17V2Iso", (cfg.electron_mva_iso_q80, cfg.electron_mva_iso_q90))):
+            wp80, wp90 = (mva_cut(name, wp, pt, category) for wp in ("WP80", "WP90"))
+            raw = np.arctanh(np.clip(flat[name], -1 + 1e-7, 1 - 1e-7))
+            distances[name].append(q90 - (raw - wp90) * (q90 - q80) / (wp80 - wp90))
+    for name, prefix in (("mvaFall17V2noIso", "electron_mva"), ("mvaFall17V2Iso", "electron_mva_iso")):
+        d = np.concatenate(distances[name])
+        q80, q90 = np.quantile(d, [0.8, 0.9])
+        print(f"{prefix}_q80 = {q80:.2f}\n{prefix}_q90 = {q90:.2f}  # from {len(d)} prompt electrons")
 
 
 def rows_and_scores(chunk: dict, batch, rows: list, light_scores: list) -> None:

@@ -1,8 +1,10 @@
 """Calorimeters and the PF-like candidate list (one candidate at most per particle).
 
-- Tracked charged particles become charged PF candidates (charged hadron, electron, or
-  muon when the muon reconstruction made a PF muon of them) with the track momentum and
-  direction.
+- Tracked charged particles become charged PF candidates (charged hadrons, or muons when the
+  muon reconstruction made a PF muon of them) with the track momentum and direction; PF
+  electrons (``flashsim.refdet.electrons``) carry the electron's combined momentum and
+  direction and absorb the photons of their supercluster, so that energy is not counted twice
+  (nor as a jet's neutral EM part).
 - Everything else that reaches a calorimeter becomes a neutral deposit:
   photons and untracked electrons -> ECAL photons (|eta| < 3), HF EM (3 < |eta| < 5);
   neutral hadrons and untracked charged hadrons (pT > 0.7 GeV or |eta| > 2.5) -> HCAL
@@ -35,11 +37,14 @@ def _smear_energy(e, stoch, noise, const, rng):
 
 def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], tracks: Tracks,
                   pf_muon_idx: np.ndarray, pf_muon_pt: np.ndarray, cfg: DetectorConfig,
-                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+                  rng: np.random.Generator, electrons: dict | None = None) -> dict[str, np.ndarray]:
     """PF candidates as a flat table (grouped by event like ``cols``).
 
-    Fields: ``evt, kind, pt, eta, phi, e, px, py, pz, charge, src`` (particle index),
-    ``trk`` (track index or -1).
+    ``electrons``: the PF electrons (``src`` particle index — a track, or a converted photon —,
+    measured ``pt``, ``eta``, ``phi`` and ``charge``) and the particles their superclusters ``absorbed``
+    (photons, whose energy the electron carries); tracks of other particles are charged
+    hadrons. Fields: ``evt, kind, pt, eta, phi, e, px, py, pz, charge, src`` (particle
+    index), ``trk`` (track index or -1).
     """
     n = len(cols["pdgId"])
     aid = np.abs(cols["pdgId"])
@@ -52,14 +57,26 @@ def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], track
     out_phi = phi.copy()
     trk_of = np.full(n, -1, dtype=np.int64)
     trk_of[tracks.idx] = np.arange(len(tracks.idx))
-    tracked = trk_of >= 0
 
     # charged candidates: the track's momentum and direction
     t = tracks.idx
-    kind[t] = np.where(aid[t] == 11, KIND_ELE, KIND_CH)
+    kind[t] = KIND_CH
     pt[t] = tracks.pt
     out_eta[t] = tracks.eta
     out_phi[t] = tracks.phi
+    charge_of = np.zeros(n)
+    charge_of[t] = tracks.charge
+    claimed = np.zeros(n, dtype=bool)  # tracked, or taken by a PF electron
+    claimed[t] = True
+    if electrons is not None:
+        src = electrons["src"]
+        kind[src] = KIND_ELE
+        pt[src] = electrons["pt"]
+        out_eta[src] = electrons["eta"]
+        out_phi[src] = electrons["phi"]
+        charge_of[src] = electrons["charge"]
+        claimed[src] = True
+        claimed[electrons["absorbed"]] = True
     kind[pf_muon_idx] = KIND_MU
     pt[pf_muon_idx] = pf_muon_pt
 
@@ -67,7 +84,7 @@ def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], track
     invisible = is_neutrino(aid) | (aid == 13)
     em = (aid == 22) | (aid == 11)
     reach = (cols["charge"] == 0) | (pt_true > cfg.calo_reach_pt) | (abseta > cfg.tracker_eta_max)
-    calo = ~tracked & ~invisible & reach & (abseta < cfg.hf_eta_max)
+    calo = ~claimed & ~invisible & reach & (abseta < cfg.hf_eta_max)
     ecal = calo & em & (abseta < cfg.ecal_eta_max)
     hcal = calo & ~em & (abseta < cfg.hcal_eta_max)
     hf = calo & (abseta >= cfg.ecal_eta_max)
@@ -113,8 +130,7 @@ def pf_candidates(cols: dict[str, np.ndarray], kin: dict[str, np.ndarray], track
     pz = c_pt * np.sinh(c_eta)
     e = np.where(charged, np.sqrt(c_pt**2 + pz**2 + mass**2), e_meas[sel])
     trk = trk_of[sel]
-    charge = np.zeros(len(sel))
-    charge[charged] = tracks.charge[trk[charged]]
+    charge = np.where(charged, charge_of[sel], 0.0)
     return {
         "evt": cols["evt"][sel], "kind": k, "pt": c_pt, "eta": c_eta, "phi": c_phi, "e": e,
         "px": c_pt * np.cos(c_phi), "py": c_pt * np.sin(c_phi), "pz": pz, "charge": charge,

@@ -12,7 +12,13 @@ Delphes.  Numbers are rounded values of published CMS performance, chosen so tha
   (twiki SWGuideMuonIdRun2);
 - jets: JINST 12 (2017) P02014 (JEC/JER), JetID twiki (2018 tight / tightLepVeto),
   PileupJetID (JME-16-003), DeepJet 2018 WPs (BTV twiki, 0.0494/0.2770/0.7264);
-- MET: JINST 14 (2019) P07004 (resolution, significance).
+- MET: JINST 14 (2019) P07004 (resolution, significance);
+- electrons: JINST 10 (2015) P06005 (reconstruction: GSF tracking, superclusters, E-p
+  combination, preselection, charge, conversions), JINST 16 (2021) P05032 (Run 2 ECAL
+  calibration, electron energy resolution and identification), tracker material budget
+  JINST 3 (2008) S08004 Fig. 3.1 and JINST 12 (2017) P10003 (PF electron identification);
+  the EGamma identification thresholds themselves live in
+  ``flashsim/nanoaod/electron_working_points.py`` (CMSSW Fall17 V2 / HEEP V7.0).
 
 Units: GeV, mm inside the detector (NanoAOD impact parameters are written in cm).
 The jet-energy-correction constants (``jec_*``) and the b-tag calibration knots
@@ -172,6 +178,128 @@ class DetectorConfig:
     """Same for kaons: 1.3 m/3.7 m * 0.494 GeV * BR(K->mu nu)=0.64 * 0.5."""
     muon_punch_prob: float = 0.001
     """Hadron punch-through to the muon stations for p > 10 GeV (CMS: ~0.1-0.3%)."""
+
+    # ---------------------------------------------------------------- electrons
+    ecal_radius: float = 1290.0
+    """Transverse radius of the ECAL barrel front face (mm), JINST 3 S08004."""
+    ecal_endcap_z: float = 3170.0
+    """|z| of the ECAL endcap front face (mm), behind the preshower."""
+    bfield: float = 3.8
+    """Solenoid field (T): bending angle sin(alpha) = 0.3 B R / (2 pT) at radius R (m)."""
+    material_eta: tuple = (0.0, 0.8, 1.2, 1.5, 1.8, 2.2, 2.5)
+    """Tracker material in front of the ECAL in radiation lengths vs |eta| (S08004 Fig. 3.1:
+    0.4 X0 at eta = 0, about 1.8 X0 at the barrel-endcap transition, 1 X0 at 2.5)."""
+    material_x0: tuple = (0.40, 0.55, 1.05, 1.75, 1.45, 1.0, 0.85)
+    pixel_layer_radii: tuple = (29.0, 68.0, 109.0, 160.0)
+    """Phase-1 barrel pixel layers (mm; 2017+); ``lostHits`` counts those a track should have
+    crossed before its production radius (conversions) or missed (hit inefficiency)."""
+    pixel_barrel_half_length: float = 270.0
+    pixel_disk_z: tuple = (291.0, 396.0, 516.0)
+    pixel_disk_radii: tuple = (45.0, 161.0)
+    pixel_inner_miss: float = 0.02
+    """Probability that the first expected pixel hit is missing (and so on for the next one)."""
+    electron_track_pt_min: float = 2.0
+    """GSF tracks are seeded down to pT ~ 2 GeV (P06005 Sec. 3.2)."""
+    electron_pt_min: float = 5.0
+    """NanoAOD keeps slimmedElectrons with pT > 5 GeV."""
+    electron_eta_max: float = 2.5
+    ecal_lambda_int: float = 1.1
+    """ECAL depth in nuclear interaction lengths (23 cm PbWO4, lambda_I = 20.3 cm): a hadron
+    starts its shower in the ECAL with probability 1 - exp(-1.1) = 0.67."""
+    hadron_pi0_beta: tuple = (1.5, 3.5)
+    """Beta law of the EM (pi0) fraction of a hadron shower's first interaction (mean 0.3)."""
+    hadron_ecal_mip: float = 0.3
+    """Energy a non-interacting charged hadron leaves in the ECAL (GeV)."""
+    sc_window_deta: float = 0.05
+    sc_window_dphi: float = 0.15
+    """Supercluster road around the electron impact (|d eta|, |d phi|): collects brem and
+    nearby photons (the 'mustache' of P05032 Sec. 4, simplified to a box)."""
+    hoe_cone: float = 0.15
+    """H/E: HCAL energy within Delta R < 0.15 behind the supercluster (P06005)."""
+    hcal_hoe_noise: float = 0.15
+    """HCAL noise in the H/E cone (GeV), scaled by sqrt(1 + nPU/20)."""
+    hcal_hoe_threshold: float = 0.8
+    """HCAL sums below this are not recorded (tower thresholds): H/E = 0 exactly."""
+    electron_leakage: float = 0.003
+    """Mean fraction of an electron shower leaking into the HCAL (exponential law)."""
+    ele_stoch_barrel: float = 0.03
+    """Supercluster energy resolution S/sqrt(E) (+) N/E (+) C (+) b fbrem after the
+    regression, barrel and endcap (P05032: 1.5-2% barrel, 2.5-4% endcap for Z electrons)."""
+    ele_noise_barrel: float = 0.35
+    ele_const_barrel: float = 0.008
+    ele_brem_barrel: float = 0.025
+    ele_stoch_endcap: float = 0.055
+    ele_noise_endcap: float = 0.7
+    ele_const_endcap: float = 0.014
+    ele_brem_endcap: float = 0.03
+    ele_gap_res: float = 0.06
+    """Extra resolution (and 3% scale loss) of superclusters in the barrel-endcap gap
+    1.4442 < |eta_SC| < 1.566, which the regression cannot fully correct."""
+    ele_tail_fraction: float = 0.04
+    """Fraction (times fbrem) of superclusters losing 0-15% of their energy (non-Gaussian tail)."""
+    gsf_brem_res: float = 0.06
+    """GSF momentum resolution term per unit fbrem (the Bethe-Heitler mixture's width)."""
+    gsf_ip_scale: float = 1.6
+    """GSF impact-parameter resolution relative to a pion's (brem in the first layers)."""
+    ele_smear_barrel: float = 0.010
+    """Scale-and-smearing applied to simulated electron energies (eCorr), barrel/endcap."""
+    ele_smear_endcap: float = 0.020
+    sieie_em: tuple = (0.0091, 0.0265)
+    """Intrinsic sigma_ieta_ieta of an electromagnetic shower (barrel, endcap)."""
+    sieie_spread: float = 0.06
+    """Log-normal spread of the intrinsic shower width."""
+    sieie_had: tuple = (0.016, 0.040)
+    """Intrinsic width of the ECAL part of a hadron shower (barrel, endcap)."""
+    deta_in_res: tuple = (0.0011, 0.0022)
+    """Track-seed cluster matching resolution in eta (barrel, endcap)."""
+    dphi_in_res: tuple = (0.004, 0.006)
+    """Track-supercluster matching resolution in phi (barrel, endcap)."""
+    hadron_position_spread: float = 0.012
+    """Offset of a hadron's ECAL energy centroid from its track impact (eta and phi)."""
+    gsf_flip: float = 0.012
+    """GSF charge flip from an early brem photon converting, P = k t^2 (t = X0 in front):
+    0.2% in the central barrel, 3% near |eta| = 1.5 (P06005 Sec. 7)."""
+    ctf_missing: float = 0.05
+    """Probability that no KF (CTF) track shares the electron's inner hits."""
+    sc_phi_res: float = 0.003
+    """Supercluster phi resolution used by the SC-pixel charge estimate."""
+    preselection_et: float = 4.0
+    preselection_hoe: float = 0.15
+    preselection_deta: float = 0.02
+    preselection_dphi: float = 0.15
+    """ECAL-driven GsfElectron preselection: E_T,SC > 4 GeV, H/E < 0.15, |dEtaIn| < 0.02,
+    |dPhiIn| < 0.15 (P06005 Sec. 4)."""
+    pf_electron_distance: float = 30.0
+    """PF electron identification (tracker-driven seeding, isPFcand): the identification
+    distance D (electrons.py) below this value."""
+    conversion_pt_min: float = 2.0
+    conversion_radius_min: float = 22.0
+    conversion_radius_max: float = 600.0
+    """Photons convert between the beam pipe (22 mm) and the outer tracker (mm), with
+    probability 1 - exp(-7/9 t(eta))."""
+    conversion_track_scale: float = 250.0
+    """A conversion leg is tracked with probability exp(-R/250 mm) (fewer hits further out)."""
+    conversion_partner_pt_min: float = 0.5
+    conversion_vertex_eff: float = 0.85
+    """The conversion veto fires when the partner leg (pT > 0.5 GeV) is tracked and the
+    vertex fit converges (prob. 0.85)."""
+    conversion_veto_fake: float = 0.01
+    """Probability that an electron from the vertex fails the conversion veto by accident."""
+    electron_mva_q80: float = 3.8
+    electron_mva_q90: float = 7.0
+    """Quantiles 80% / 90% of the identification distance D of prompt electrons with
+    pT > 20 GeV: mvaFall17V2noIso = tanh(raw) maps them onto the Fall17 V2 WP80/WP90 cuts, so
+    those working points keep their nominal efficiencies on prompt electrons. Derived with
+    `python training/calibrate_refdet.py --electrons --events 1000 --seed 3` (dy_ee, PU 30)."""
+    electron_mva_iso_q80: float = 6.5
+    electron_mva_iso_q90: float = 12.0
+    """Same for the isolation-including distance (mvaFall17V2Iso)."""
+    mva_v1_scale: float = 0.34
+    """Fall17 V1 MVA: tanh(0.34 raw_V2 + noise): V1's cuts sit at about a third of V2's raw
+    values at the same efficiency."""
+    electron_match_dr: float = 0.3
+    electron_match_dpt: float = 0.5
+    """NanoAOD electron MC matching: status-1 electrons or photons, Delta R < 0.3, |dpT|/pT < 0.5."""
 
     # ---------------------------------------------------------------- jets
     jet_r: float = 0.4

@@ -2,7 +2,8 @@
 
 Objects are flat arrays grouped by event.  ``event_pairs`` lists, for every object ``a``,
 all objects ``b`` of the same event (index arithmetic, no loops over events).
-``match_unique`` accepts, round after round, the pairs that are each other's closest
+``pairs_near`` lists only the pairs within an (eta, phi) window, through a sorted search in
+eta, so its cost grows with the number of neighbours instead of all pairs. ``match_unique`` accepts, round after round, the pairs that are each other's closest
 (this reproduces greedy matching in increasing Delta R); the loop runs over rounds
 (a handful), never over objects.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flashsim.kinematics import delta_r
+from flashsim.kinematics import delta_phi, delta_r
 
-__all__ = ["event_offsets", "event_pairs", "local_index", "match_unique"]
+__all__ = ["event_offsets", "event_pairs", "local_index", "match_unique", "pairs_near"]
 
 
 def event_offsets(evt: np.ndarray, n_events: int) -> np.ndarray:
@@ -35,6 +36,31 @@ def event_pairs(evt_a: np.ndarray, off_b: np.ndarray) -> tuple[np.ndarray, np.nd
     first = np.concatenate([[0], np.cumsum(count)[:-1]])
     ib = start[ia] + np.arange(len(ia)) - np.repeat(first, count)
     return ia, ib
+
+
+def pairs_near(evt_a: np.ndarray, eta_a: np.ndarray, phi_a: np.ndarray, evt_b: np.ndarray,
+               eta_b: np.ndarray, phi_b: np.ndarray, max_deta: float, max_dphi: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs (a, b) of the same event with |eta_a - eta_b| <= max_deta and
+    |phi_a - phi_b| <= max_dphi: ``(ia, ib, deta, dphi)``, differences b - a.
+
+    ``b`` need not be grouped: it is sorted once by (event, eta) and every ``a`` takes the
+    slice between its eta window edges (``searchsorted`` on one combined key)."""
+    span = 2.0 * (max(np.max(np.abs(eta_b), initial=0.0), np.max(np.abs(eta_a), initial=0.0))
+                  + max_deta + 1.0)
+    key_b = evt_b * span + eta_b
+    order = np.argsort(key_b, kind="stable")
+    key_sorted = key_b[order]
+    lo = np.searchsorted(key_sorted, evt_a * span + eta_a - max_deta, side="left")
+    hi = np.searchsorted(key_sorted, evt_a * span + eta_a + max_deta, side="right")
+    count = hi - lo
+    ia = np.repeat(np.arange(len(evt_a)), count)
+    first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    ib = order[np.repeat(lo, count) + np.arange(len(ia)) - np.repeat(first, count)]
+    dphi = delta_phi(phi_b[ib], phi_a[ia])
+    keep = np.abs(dphi) <= max_dphi
+    ia, ib = ia[keep], ib[keep]
+    return ia, ib, eta_b[ib] - eta_a[ia], dphi[keep]
 
 
 def _best(key: np.ndarray, dist: np.ndarray) -> np.ndarray:

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flashsim.kinematics import delta_r
-from flashsim.refdet.calorimeter import KIND_CH, KIND_MU, KIND_NH, KIND_PHO
 from flashsim.refdet.config import DetectorConfig
-from flashsim.refdet.matching import event_offsets, event_pairs
+from flashsim.refdet.leptons import IsolationPairs
 from flashsim.refdet.tracker import Tracks
 
 __all__ = ["isolation", "muon_ids", "reconstruct_muons"]
@@ -134,37 +132,22 @@ def muon_ids(mu: dict) -> dict:
     }
 
 
-def isolation(mu: dict, pf: dict, pf_chs: np.ndarray, rho: np.ndarray, n_events: int) -> dict:
+def isolation(mu: dict, pf: dict, pf_chs: np.ndarray, rho: np.ndarray) -> dict:
     """PF isolation sums around each muon (see module doc); ``pf_chs`` = CHS-removed flag."""
-    ia, ib = event_pairs(mu["evt"], event_offsets(pf["evt"], n_events))
-    dr = delta_r(mu["eta"][ia], mu["phi"][ia], pf["eta"][ib], pf["phi"][ib])
-    near = (dr < 0.4) & (pf["src"][ib] != mu["src"][ia])
-    ia, ib, dr = ia[near], ib[near], dr[near]
-    k, cpt = pf["kind"][ib], pf["pt"][ib]
-    chs = pf_chs[ib]
-    charged_pv = (k == KIND_CH) & ~chs & (dr > 1e-4)
-    any_track = (k <= KIND_MU) & ~chs & (dr > 1e-4)
-    charged_pu = (k <= KIND_MU) & chs & (dr > 1e-4)
-    neutral = ((k == KIND_NH) | (k == KIND_PHO)) & (cpt > 0.5) & (dr > 0.01)
-    n = len(mu["evt"])
+    pairs = IsolationPairs(mu, pf, pf_chs)
+    neutral = pairs.neutral & (pairs.pt > 0.5) & (pairs.dr > 0.01)
     pt = mu["pt"]
-
-    def total(mask, cone):
-        return np.bincount(ia[mask & (dr < cone)], weights=cpt[mask & (dr < cone)], minlength=n)
-
     out = {}
     for tag, cone in (("03", 0.3), ("04", 0.4)):
-        ch, nu, pu = total(charged_pv, cone), total(neutral, cone), total(charged_pu, cone)
+        ch, nu = pairs.total(pairs.charged_pv, cone), pairs.total(neutral, cone)
+        pu = pairs.total(pairs.charged_pu, cone)
         out[f"pfRelIso{tag}_all"] = (ch + np.maximum(0.0, nu - 0.5 * pu)) / pt
         if tag == "03":
             out["pfRelIso03_chg"] = ch / pt
-    out["tkRelIso"] = total(any_track, 0.3) / pt
-    r_mini = (10.0 / np.clip(pt, 50.0, 200.0))[ia]
-    in_mini = dr < r_mini
-    ch = np.bincount(ia[charged_pv & in_mini], weights=cpt[charged_pv & in_mini], minlength=n)
-    nu = np.bincount(ia[neutral & in_mini], weights=cpt[neutral & in_mini], minlength=n)
-    ea = _MINI_EA[np.searchsorted(_MINI_EA_EDGES, np.abs(mu["eta"]))]
+    out["tkRelIso"] = pairs.total(pairs.any_track, 0.3) / pt
     r = 10.0 / np.clip(pt, 50.0, 200.0)
+    ch, nu = pairs.total(pairs.charged_pv, r), pairs.total(neutral, r)
+    ea = _MINI_EA[np.searchsorted(_MINI_EA_EDGES, np.abs(mu["eta"]))]
     out["miniPFRelIso_chg"] = ch / pt
     out["miniPFRelIso_all"] = (ch + np.maximum(0.0, nu - rho[mu["evt"]] * ea * (r / 0.3) ** 2)) / pt
     return out
