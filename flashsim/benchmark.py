@@ -9,8 +9,9 @@ iterative executor (:func:`flashsim.simulation.run_processor`), one chunk file p
 chunk, the same per-chunk random streams and one torch thread — and split into its
 stages, as the processor records them:
 
-- ``muon``, ``jet``, ``fake_jet``, ``met_pv``: each object's models
-  (efficiency -> flow -> post-processing), from :func:`flashsim.objects.simulate_reco`;
+- ``muon``, ``jet``, ``fake_jet``, ``met_pv``, ``electron``: each object's models
+  (efficiency -> flow -> post-processing), from :func:`flashsim.objects.simulate_reco`
+  (``electron`` includes the electron-jet cross-references; 0 when the models have none);
 - ``assembly``: jets merged, pT-ordered, muon-jet cross-references rebuilt;
 - ``write``: the NanoAOD writer (GEN passed through + flash RECO), one file per chunk;
 - ``read``: everything else of the run's wall time — coffea opening the file and
@@ -35,7 +36,7 @@ from flashsim.errors import FlashSimError
 
 __all__ = ["STAGES", "format_report", "measure_flash", "measure_generation", "run_benchmark"]
 
-STAGES = ("read", "muon", "jet", "fake_jet", "assembly", "met_pv", "write")
+STAGES = ("read", "muon", "jet", "fake_jet", "assembly", "met_pv", "electron", "write")
 """The stages of the flash path, in the order they run."""
 
 

@@ -110,6 +110,8 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
                                        workers=workers, scheduler=scheduler,
                                        chunksize=chunksize, seed=seed, backend=backend,
                                        **batching)
+    for note in manifest.get("notes", []):
+        click.echo(f"flashsim: note: {note}", err=True)
     seconds = manifest["seconds"]
     rate = f" ({manifest['events_out'] / seconds:.0f} events/s)" if seconds > 0 else ""
     click.echo(f"wrote {manifest['events_out']} events to {output} in {seconds:.1f} s{rate}")
@@ -134,7 +136,7 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
                                              "terminal).")
 def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
           max_events, only, quiet) -> None:
-    """Train the models of OBJECT (muon, jet, fake_jet, met or all) on NANOAODSIM files."""
+    """Train the models of OBJECT (muon, electron, jet, fake_jet, met or all) on NANOAODSIM files."""
     from flashsim.objects.training import train_object
 
     metrics = train_object(obj, list(data), model_dir, config_path=config_path,

@@ -10,7 +10,8 @@ Two ways in:
 Two ways out: ``OUTPUT`` ending in ``.root`` is one file (chunks merged in input
 order); anything else is a directory with one file per chunk and a
 ``manifest.json``. Either way nothing appears under the requested name until it
-is complete.
+is complete. The manifest's ``notes`` say what the models leave out (a model directory
+without electron models simulates no ``Electron`` collection).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from flashsim.runtime import (
 __all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "run_processor", "simulate", "simulate_generated"]
 
 EXECUTORS = ("iterative", "futures", "dask")
-FLASH_COLLECTIONS = ("Muon", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
+FLASH_COLLECTIONS = ("Muon", "Electron", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
 
 
 def simulate(
@@ -86,7 +87,7 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    worker_models(models, backend, device)  # fail here, not on a worker
+    notes = worker_models(models, backend, device).notes  # fail here, not on a worker
     output = Path(output)
     single_file = output.suffix == ".root"
     if single_file:
@@ -117,6 +118,7 @@ def simulate(
                        [str(output / Path(c["path"]).name) for c in chunks],
             "models": _model_provenance(models, backend),
             "device": device,
+            "notes": notes,
             "seed": seed,
             "oversample": oversample,
             "chunksize": chunksize,
@@ -194,6 +196,7 @@ def simulate_generated(
         "process": process,
         "outputs": [str(output)],
         "models": _model_provenance(models, backend),
+        "notes": loaded.notes,
         "seed": seed,
         "events_in": done,
         "events_out": done * oversample,

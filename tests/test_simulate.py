@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +86,43 @@ def test_output_is_nanoaod_with_crossrefs(flash_file, reference_nano):
     assert ak.all(jets.muonIdx1 < ak.num(muons)) and ak.all(jets.muonIdx2 < ak.num(muons))
 
 
+def test_electron_crossrefs_resolve_in_coffea(flash_file):
+    events = open_events(flash_file[0])
+    electrons, jets = events.Electron, events.Jet
+    assert ak.sum(ak.num(electrons)) > 0
+    matched = electrons[electrons.genPartIdx >= 0]
+    assert ak.sum(ak.num(matched)) > 0
+    assert set(np.unique(ak.to_numpy(ak.flatten(abs(matched.matched_gen.pdgId))))) <= {11, 22}
+    in_jet = electrons[electrons.jetIdx >= 0]
+    assert ak.sum(ak.num(in_jet)) > 0
+    host = in_jet.matched_jet
+    assert ak.all((host.electronIdx1 >= 0) & (host.nElectrons >= 1))
+    # Jet.matched_electrons lists the jet's electrons (the first two), each pointing back
+    back = ak.drop_none(jets.matched_electrons, axis=2)  # -1 entries come as None
+    assert ak.all(ak.num(back, axis=2) == np.minimum(jets.nElectrons, 2))
+    assert ak.all(ak.flatten(back.jetIdx, axis=2)
+                  == ak.flatten(ak.broadcast_arrays(ak.local_index(jets.pt), back.pt)[0], axis=2))
+
+
+def test_simulate_without_electron_models_says_so(reference_nano, tiny_models, tmp_path,
+                                                   monkeypatch, capsys):
+    from flashsim.models.artifact import write_manifest
+
+    models = tmp_path / "no_electrons"
+    shutil.copytree(tiny_models, models)
+    for path in models.glob("*electron*"):
+        path.unlink()
+    write_manifest(models)
+    output = tmp_path / "flash.root"
+    monkeypatch.setattr(sys, "argv", ["flashsim", "simulate", str(reference_nano), "-o",
+                                      str(output), "--models", str(models)])
+    main()
+    err = capsys.readouterr().err
+    assert "flashsim: note:" in err and "no electron models" in err and "Traceback" not in err
+    keys = set(uproot.open(output)["Events"].keys())
+    assert "nElectron" not in keys and "nMuon" in keys
+
+
 def test_dtypes_follow_the_schema(flash_file):
     schema = load_schema()
     tree = uproot.open(flash_file[0])["Events"]
@@ -104,10 +142,13 @@ def test_gen_passed_through_reco_not_copied(flash_file, reference_nano):
     flash, cms = read_chunk(out, gen), read_chunk(reference_nano, gen)
     for name in gen:
         assert ak.array_equal(flash[name], cms[name]), name
-    assert not any(k.startswith(("Electron", "Tau", "Photon", "FatJet", "LHE")) for k in keys)
-    assert {"nMuon", "Jet_genJetIdx", "MET_pt", "PV_npvs", "fixedGridRhoFastjetAll"} <= keys
-    flash_reco, cms_reco = read_chunk(out, ["Jet"]), read_chunk(reference_nano, ["Jet"])
-    assert not ak.array_equal(flash_reco["Jet"].pt, cms_reco["Jet"].pt)
+    assert not any(k.startswith(("Tau", "Photon", "FatJet", "LHE")) for k in keys)
+    assert {"nMuon", "nElectron", "Jet_genJetIdx", "MET_pt", "PV_npvs",
+            "fixedGridRhoFastjetAll"} <= keys
+    flash_reco = read_chunk(out, ["Jet", "Electron"])
+    cms_reco = read_chunk(reference_nano, ["Jet", "Electron"])
+    for name in ("Jet", "Electron"):  # simulated, not copied
+        assert not ak.array_equal(flash_reco[name].pt, cms_reco[name].pt), name
     for column, values in read_runs(out).items():
         np.testing.assert_array_equal(values, read_runs(reference_nano)[column])
 

@@ -86,7 +86,7 @@ def test_validate_self_comparison_is_perfect(self_report):
     assert (self_report / "summary.md").read_text().startswith("# FlashSim validation")
     assert len(list(self_report.glob("*.png"))) >= 10
     result = json.loads((self_report / "metrics.json").read_text())
-    assert set(result["objects"]) == {"Muon", "Jet_matched", "Jet_unmatched", "MET"}
+    assert set(result["objects"]) == {"Muon", "Electron", "Jet_matched", "Jet_unmatched", "MET"}
     for view in result["objects"].values():
         for branch in view["branches"].values():
             assert branch.get("w1_norm") in (None, 0.0)
@@ -167,20 +167,23 @@ EVENTS = [  # (muons, jets, selected?, region)
 ]
 
 
-def _write_tiny(path: Path) -> None:
+def _write_tiny(path: Path, electrons: list | None = None) -> None:
     from flashsim.nanoaod.writer import write_nanoaod
 
     n = len(EVENTS)
-    write_nanoaod(path, {
+    chunk = {
         "run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
         "event": np.arange(1, n + 1, dtype=np.uint64), "genWeight": np.ones(n, np.float32),
         "Muon": ak.Array([e[0] for e in EVENTS], with_name=None),
         "Jet": ak.Array([e[1] for e in EVENTS]),
-    })
+    }
+    if electrons is not None:
+        chunk["Electron"] = ak.Array(electrons)
+    write_nanoaod(path, chunk)
 
 
 def test_hmumu_selection_on_tiny_nanoaod(tmp_path):
-    from flashsim.validation.hmumu import CUTS, analyse, run_analysis
+    from flashsim.validation.hmumu import CUTS, ELECTRON_VETO, analyse, run_analysis
 
     path = tmp_path / "tiny.root"
     _write_tiny(path)
@@ -196,6 +199,35 @@ def test_hmumu_selection_on_tiny_nanoaod(tmp_path):
     sr = bench["yields"]["vbf_hmumu_flash"]["signal_region"]
     assert sr["yield"] == pytest.approx(3.0) and sr["err"] == pytest.approx(np.sqrt(3.0))
     assert bench["observables"]["signal"]["m_mumu"]["chi2"] == pytest.approx(0.0)
+    # without an Electron collection the electron-veto row is reported as unknown
+    assert bench["cutflow"]["vbf_hmumu_full"][-1]["cut"] == ELECTRON_VETO
+    assert np.isnan(bench["cutflow"]["vbf_hmumu_full"][-1]["yield"])
+
+
+def test_hmumu_electron_veto_is_reported_not_applied(tmp_path):
+    from flashsim.validation.hmumu import CUTS, ELECTRON_VETO, analyse, run_analysis
+
+    def electron(pt, eta, phi, wp90):
+        return {"pt": pt, "eta": eta, "phi": phi, "mass": 0.0, "charge": 1,
+                "mvaFall17V2Iso_WP90": wp90}
+
+    # selected events 0, 5, 8, 9: an identified electron in 0; a soft, a non-identified
+    # and an electron on a muon (ΔR < 0.4, an FSR-like overlap) do not veto
+    electrons = [[] for _ in EVENTS]
+    electrons[0] = [electron(30.0, 1.0, 2.0, True)]
+    electrons[5] = [electron(15.0, 1.0, 2.0, True), electron(30.0, 1.0, 2.0, False)]
+    electrons[8] = [electron(30.0, 0.1, 0.0, True)]
+    path = tmp_path / "tiny.root"
+    _write_tiny(path, electrons)
+    results = run_analysis({"vbf_hmumu_full": [path], "vbf_hmumu_flash": [path]})
+    columns = results["vbf_hmumu_full"]["columns"]
+    order = np.argsort(columns["event"])
+    assert columns["electron_veto"][order][[0, 5, 8, 9]].tolist() == [0, 1, 1, 1]
+    bench = analyse(results, {"signal": "vbf_hmumu"}, tmp_path, plot=False)
+    flow = bench["cutflow"]["vbf_hmumu_full"]
+    assert [row["cut"] for row in flow] == [*CUTS, ELECTRON_VETO]
+    assert flow[len(CUTS) - 1]["yield"] == pytest.approx(4.0)  # the selection is unchanged
+    assert flow[-1]["yield"] == pytest.approx(3.0)
 
 
 def test_asimov_significance():

@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,14 +152,25 @@ class Model:
 
 
 class ModelSet(dict):
-    """Loaded models by name, with the directory, backend and manifest they came from."""
+    """Loaded models by name, with the directory, backend and manifest they came from, and
+    the optional groups of models (objects) the directory has none of (``skipped``)."""
 
     def __init__(self, models: dict[str, Model], directory: Path, backend: str,
-                 manifest: dict[str, Any]) -> None:
+                 manifest: dict[str, Any], skipped: dict[str, tuple[str, ...]] | None = None
+                 ) -> None:
         super().__init__(models)
         self.directory = directory
         self.backend = backend
         self.manifest = manifest
+        self.skipped = tuple(skipped or ())
+        self._skipped_models = dict(skipped or {})
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should know about this model set: one line per skipped group."""
+        return [f"{self.directory} has no {name} models ({', '.join(models)}): the output has "
+                f"no {name.capitalize()} collection; train them with `flashsim train {name}`"
+                for name, models in self._skipped_models.items()]
 
 
 def save_model(model: Model, directory: str | Path) -> None:
@@ -270,9 +281,14 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
-                   backend: str = "torch", device: str = "cpu") -> ModelSet:
+                   backend: str = "torch", device: str = "cpu",
+                   optional: Mapping[str, Sequence[str]] | None = None) -> ModelSet:
     """The models named in ``specs`` from ``directory`` (default: the shipped models),
     with their networks on ``device`` (:func:`check_device`).
+
+    ``optional`` maps group names (objects) to model names the directory may lack
+    altogether: such a group is left out and listed in ``ModelSet.skipped``; a directory
+    with part of a group lacks models.
 
     Raises :class:`FlashSimError` when the directory is missing, has no manifest or lacks
     one of the models, when an artifact's context features differ from its spec's (the
@@ -283,6 +299,10 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     check_device(device, backend)  # before reading anything: one message, no traceback
     directory = Path(directory) if directory is not None else PRETRAINED
     manifest = _read_manifest(directory)
+    skipped = {group: tuple(names) for group, names in (optional or {}).items()
+               if not any(n in manifest["models"] for n in names)}
+    specs = {n: spec for n, spec in specs.items()
+             if not any(n in names for names in skipped.values())}
     missing = [n for n in specs if n not in manifest["models"]]
     if missing:
         raise FlashSimError(f"{directory} lacks the models {', '.join(missing)}: train them with "
@@ -306,7 +326,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
             raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "
                                 "re-run training or restore the directory")
         models[name] = model
-    return ModelSet(models, directory, backend, manifest)
+    return ModelSet(models, directory, backend, manifest, skipped)
 
 
 def model_provenance(directory: str | Path | None = None) -> dict[str, Any]:

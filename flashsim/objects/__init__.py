@@ -10,7 +10,11 @@ What the processor calls::
 
     models = load_models(model_dir, backend="torch")   # or "onnx"
     reco = simulate_reco(gen_chunk, models, np.random.default_rng(seed))
-    # {"Muon", "Jet", "MET", "PV", "fixedGridRhoFastjetAll"} in the writer's chunk format
+    # {"Muon", "Electron", "Jet", "MET", "PV", "fixedGridRhoFastjetAll"} in the writer's format
+
+Electrons are optional (:data:`OPTIONAL_OBJECTS`): a model directory without any electron
+model (such as one trained before electrons existed) simulates everything else as before
+and writes no ``Electron`` collection; ``load_models(...).notes`` says so.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import numpy as np
 
 from flashsim.models.artifact import ModelSet, load_model_set
 from flashsim.models.spec import ModelSpec
-from flashsim.objects import crossref, fake_jet, jet, met, muon
+from flashsim.objects import crossref, electron, fake_jet, jet, met, muon
 
-__all__ = ["MODEL_SPECS", "OBJECTS", "load_models", "simulate_reco"]
+__all__ = ["MODEL_SPECS", "OBJECTS", "OPTIONAL_OBJECTS", "load_models", "simulate_reco"]
 
-OBJECTS = {"muon": muon, "jet": jet, "fake_jet": fake_jet, "met": met}
+OBJECTS = {"muon": muon, "electron": electron, "jet": jet, "fake_jet": fake_jet, "met": met}
+OPTIONAL_OBJECTS = ("electron",)
+"""Objects a model directory may lack entirely (then they are not simulated)."""
 MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
                                      for name, spec in module.MODELS.items()}
 
@@ -39,8 +45,11 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`, with
     their networks on ``device`` (``cpu`` or ``cuda``).
 
+    The models of :data:`OPTIONAL_OBJECTS` are loaded when the directory has them and left
+    out (``ModelSet.skipped``, ``ModelSet.notes``) when it has none of them.
+
     Raises :class:`~flashsim.errors.FlashSimError` when the directory is missing, has no
-    manifest, lacks a required model, when an artifact's context features differ from the
+    manifest, lacks a required model (or part of an optional object's models), when an artifact's context features differ from the
     features the object modules of this flashsim version compute, or when it does not
     generate a target the simulation requires (``ModelSpec.required``); see
     :func:`flashsim.models.artifact.load_model_set`.
@@ -58,7 +67,10 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
     """
     names = list(MODEL_SPECS) if required is None else required
-    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device)
+    optional = ({name: tuple(OBJECTS[name].MODELS) for name in OPTIONAL_OBJECTS}
+                if required is None else None)
+    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device,
+                          optional)
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,
@@ -67,15 +79,20 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
 
     Order: muons, matched jets, fake jets (each efficiency -> flow -> post-processing),
     jets merged and pT-ordered, muon-jet cross-references rebuilt, then MET (given the
-    flash objects) and the pileup observables. ``Muon_genPartIdx`` points into
-    ``gen["GenPart"]`` and ``Jet_genJetIdx`` into ``gen["GenJet"]``; -1 = no match.
+    flash objects) and the pileup observables, then — when ``models`` has them — electrons
+    (their working points need the simulated rho) and the electron-jet cross-references.
+    Electrons draw from their own stream (``rng.spawn``), so the other collections do not
+    depend on whether electrons are simulated. ``Muon_genPartIdx`` and
+    ``Electron_genPartIdx`` point into ``gen["GenPart"]``, ``Jet_genJetIdx`` into
+    ``gen["GenJet"]``; -1 = no match.
 
     ``timings``, if given, accumulates the seconds spent per stage (``muon``, ``jet``,
-    ``fake_jet``, ``assembly``, ``met_pv``) for ``flashsim benchmark``.
+    ``fake_jet``, ``assembly``, ``met_pv``, ``electron``) for ``flashsim benchmark``.
     """
     def stage(name: str):
         return _timed(timings, name)
 
+    electron_rng = rng.spawn(1)[0]
     with stage("muon"):
         muons = muon.simulate(gen, models, rng)
     with stage("jet"):
@@ -87,7 +104,12 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     with stage("met_pv"):
         pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)
-    return {"Muon": muons, "Jet": jets, "MET": missing, "PV": pv, "fixedGridRhoFastjetAll": rho}
+    out = {"Muon": muons, "Jet": jets, "MET": missing, "PV": pv, "fixedGridRhoFastjetAll": rho}
+    if all(name in models for name in electron.MODELS):
+        with stage("electron"):
+            electrons = electron.simulate(gen, models, electron_rng, rho)
+            out["Electron"], out["Jet"] = crossref.link(electrons, jets, "electron")
+    return out
 
 
 @contextlib.contextmanager

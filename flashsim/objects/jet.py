@@ -22,7 +22,7 @@ Targets: :math:`p_T^{reco}/p_T^{gen}` (log), :math:`\Delta\eta`, :math:`\Delta\p
 area, energy fractions, constituent counts, ``jetId``/``puId`` bit flags, b/c/quark-gluon
 taggers, regression outputs — every candidate the training files contain. Derived:
 ``hadronFlavour``/``partonFlavour`` (copied from the GenJet), ``genJetIdx``; ``nMuons``,
-``muonIdx1/2`` come from :mod:`flashsim.objects.crossref`.
+``muonIdx1/2``, ``nElectrons``, ``electronIdx1/2`` come from :mod:`flashsim.objects.crossref`.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ JET_CONTINUOUS = {
     "rawFactor": "none", "bRegCorr": "none", "bRegRes": "none", "muonSubtrFactor": "none",
     "jercCHF": "none", "jercCHPUF": "none",
 }
-JET_DISCRETE = ("nConstituents", "nElectrons", "jetId", "puId")
+#: ``nElectrons`` and ``nMuons`` are not among them: :mod:`flashsim.objects.crossref` counts
+#: the simulated leptons linked to each jet.
+JET_DISCRETE = ("nConstituents", "jetId", "puId")
 
 TARGETS = (
     ColumnSpec("pt_ratio", transform="log"),

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: RECO collections that flashsim simulates and that validation compares.
-OBJECTS = ("Muon", "Jet", "MET")
+OBJECTS = ("Muon", "Electron", "Jet", "MET")
 _GEN_BRANCHES = (
     "run", "luminosityBlock", "event", "genWeight", "flashsimReplica", "Pileup_nTrueInt",
     "GenPart_pt", "GenPart_eta", "GenPart_phi", "GenPart_pdgId", "GenPart_status",
@@ -53,13 +53,14 @@ _GEN_BRANCHES = (
 _DISCRETE = ("integer", "boolean", "bitflags", "index", "categorical")
 _PU_JET_PT = 15.0  # GeV; reco threshold below which jets are not compared as pileup jets
 _MUON_PT_EDGES = np.array([5, 10, 15, 20, 30, 40, 50, 70, 100, 150, 300], dtype=float)
+_LEPTON_ETA_EDGES = {"Muon": np.linspace(-2.4, 2.4, 9), "Electron": np.linspace(-2.5, 2.5, 11)}
 _JET_PT_EDGES = np.array([15, 20, 30, 40, 50, 70, 100, 150, 250, 500, 1000], dtype=float)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """Events read for validation: ``events`` holds the collections Muon, Jet, MET,
-    GenPart, GenJet, GenMET (records) and the flat fields run, luminosityBlock,
+    """Events read for validation: ``events`` holds the collections Muon, Electron, Jet, MET,
+    GenPart, GenJet, GenMET (records; Electron without fields when the files have none) and the flat fields run, luminosityBlock,
     event, genWeight, replica, nTrueInt; ``fields`` lists the RECO fields per
     collection present in the files."""
 
@@ -119,6 +120,7 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             "replica": arrays.get("flashsimReplica", np.zeros(n, np.uint32)),
             "nTrueInt": arrays.get("Pileup_nTrueInt", np.full(n, np.nan, np.float32)),
             "Muon": _collection(arrays, "Muon", True),
+            "Electron": _collection(arrays, "Electron", True),
             "Jet": _collection(arrays, "Jet", True),
             "MET": _collection(arrays, "MET", False),
             "GenPart": _collection(arrays, "GenPart", True),
@@ -174,15 +176,18 @@ def match_events(full: ak.Array, flash: ak.Array) -> tuple[np.ndarray, np.ndarra
 
 
 def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
-    """The per-object populations compared: muons, matched and unmatched jets (by
-    ``Jet_genJetIdx``; all jets if the files lack it) and MET (one per event). Every object
-    carries ``_group``, the ``source`` (GEN event) of its event, for the classifier split."""
+    """The per-object populations compared: muons, electrons (when the files have them),
+    matched and unmatched jets (by ``Jet_genJetIdx``; all jets if the files lack it) and MET
+    (one per event). Every object carries ``_group``, the ``source`` (GEN event) of its
+    event, for the classifier split."""
     def tagged(objects: ak.Array) -> ak.Array:
         return ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
                              "_group")
 
     muons, jets = tagged(events.Muon), tagged(events.Jet)
     views = {"Muon": ak.flatten(muons)}
+    if "pt" in events.Electron.fields:
+        views["Electron"] = ak.flatten(tagged(events.Electron))
     if has_gen_match:
         views["Jet_matched"] = ak.flatten(jets[jets.genJetIdx >= 0])
         views["Jet_unmatched"] = ak.flatten(jets[jets.genJetIdx < 0])
@@ -294,9 +299,11 @@ def _binned_quantiles(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict:
 
 
 def compare_response(full: ak.Array, flash: ak.Array, outdir: Path | None) -> dict:
-    """pT response (reco/GEN) median and resolution vs GEN pT and η, muons and matched jets."""
+    """pT response (reco/GEN) median and resolution vs GEN pT and η: muons, electrons (GEN
+    electron or photon partner) and matched jets."""
     out: dict = {}
-    setups = (("Muon", "GenPart", "genPartIdx", _MUON_PT_EDGES, np.linspace(-2.4, 2.4, 9)),
+    setups = (*((name, "GenPart", "genPartIdx", _MUON_PT_EDGES, _LEPTON_ETA_EDGES[name])
+                for name in ("Muon", "Electron")),
               ("Jet", "GenJet", "genJetIdx", _JET_PT_EDGES, np.linspace(-4.7, 4.7, 11)))
     for reco, gen, index, pt_edges, eta_edges in setups:
         if index not in full[reco].fields or index not in flash[reco].fields:
@@ -348,12 +355,19 @@ def _reconstructed(events: ak.Array, reco: str, gen: str, index: str, gen_mask: 
 
 
 def compare_efficiency(full: ak.Array, flash: ak.Array, outdir: Path | None) -> dict:
-    """Reconstruction efficiency of GEN muons (|pdgId| = 13, status 1) and GenJets (pT > 15)
-    vs GEN pT and η: fraction pointed to by a reco object's genPartIdx/genJetIdx."""
+    """Reconstruction efficiency of GEN muons (|pdgId| = 13, status 1, |η| < 2.4), GEN
+    electrons (|pdgId| = 11, status 1, |η| < 2.5) and GenJets (pT > 15) vs GEN pT and η:
+    fraction pointed to by a reco object's genPartIdx/genJetIdx."""
     out: dict = {}
-    setups = (("Muon", "GenPart", "genPartIdx", _MUON_PT_EDGES, np.linspace(-2.4, 2.4, 9),
-               lambda ev: (abs(ev.GenPart.pdgId) == 13) & (ev.GenPart.status == 1)
-               & (abs(ev.GenPart.eta) < 2.4)),
+
+    def gen_lepton(pdg_id: int, eta_max: float):
+        return lambda ev: ((abs(ev.GenPart.pdgId) == pdg_id) & (ev.GenPart.status == 1)
+                           & (abs(ev.GenPart.eta) < eta_max))
+
+    setups = (("Muon", "GenPart", "genPartIdx", _MUON_PT_EDGES, _LEPTON_ETA_EDGES["Muon"],
+               gen_lepton(13, 2.4)),
+              ("Electron", "GenPart", "genPartIdx", _MUON_PT_EDGES, _LEPTON_ETA_EDGES["Electron"],
+               gen_lepton(11, 2.5)),
               ("Jet", "GenJet", "genJetIdx", _JET_PT_EDGES, np.linspace(-4.7, 4.7, 11),
                lambda ev: ev.GenJet.pt > _PU_JET_PT))
     for reco, gen, index, pt_edges, eta_edges, select in setups:
@@ -408,8 +422,14 @@ def compare_pileup_jets(full: ak.Array, flash: ak.Array, outdir: Path | None) ->
     return out
 
 
-def _event_features(events: ak.Array) -> np.ndarray:
-    """Event-level features: multiplicities, leading objects (NaN when absent), MET, HT."""
+_EVENT_FEATURES = ["nMuon", "nJet", "mu1_pt", "mu1_eta", "mu2_pt", "jet1_pt", "jet1_eta",
+                   "jet2_pt", "jet2_eta", "HT", "MET_pt", "MET_phi"]
+_ELECTRON_FEATURES = ["nElectron", "e1_pt", "e1_eta"]
+
+
+def _event_features(events: ak.Array, electrons: bool) -> np.ndarray:
+    """Event-level features: multiplicities, leading objects (NaN when absent), MET, HT, and
+    with ``electrons`` the electron multiplicity and leading electron."""
     def leading(collection: ak.Array, field: str, i: int) -> np.ndarray:
         padded = ak.pad_none(collection[field], i + 1, axis=1)[:, i]
         return ak.to_numpy(ak.fill_none(padded, np.nan)).astype(np.float64)
@@ -420,6 +440,9 @@ def _event_features(events: ak.Array) -> np.ndarray:
                leading(jet, "pt", 0), leading(jet, "eta", 0), leading(jet, "pt", 1),
                leading(jet, "eta", 1), ak.to_numpy(ak.sum(jet.pt, axis=1))]
     columns += [ak.to_numpy(events.MET[f]) for f in ("pt", "phi") if f in events.MET.fields]
+    if electrons:
+        ele = events.Electron
+        columns += [ak.to_numpy(ak.num(ele)), leading(ele, "pt", 0), leading(ele, "eta", 0)]
     return np.column_stack(columns).astype(np.float64)
 
 
@@ -429,11 +452,11 @@ def compare_events(full: ak.Array, flash: ak.Array, full_twin: ak.Array, flash0:
 
     ``full`` and ``flash`` carry ``source`` (the GEN event's row in the full files); ``full_twin`` and ``flash0`` are aligned: row i of both is the same GEN event.
     """
+    electrons = all("pt" in events.Electron.fields for events in (full, flash))
     out = {"classifier": metrics.classifier_two_sample_test(
-        _event_features(full), _event_features(flash), groups_full=ak.to_numpy(full.source),
-        groups_flash=ak.to_numpy(flash.source), seed=seed)}
-    out["classifier"]["features"] = ["nMuon", "nJet", "mu1_pt", "mu1_eta", "mu2_pt", "jet1_pt",
-                                     "jet1_eta", "jet2_pt", "jet2_eta", "HT", "MET_pt", "MET_phi"]
+        _event_features(full, electrons), _event_features(flash, electrons),
+        groups_full=ak.to_numpy(full.source), groups_flash=ak.to_numpy(flash.source), seed=seed)}
+    out["classifier"]["features"] = _EVENT_FEATURES + (_ELECTRON_FEATURES if electrons else [])
     n_mu_full, n_mu_flash = ak.to_numpy(ak.num(full_twin.Muon)), ak.to_numpy(ak.num(flash0.Muon))
     n_jet_full, n_jet_flash = ak.to_numpy(ak.num(full_twin.Jet)), ak.to_numpy(ak.num(flash0.Jet))
     out["twins"] = {
@@ -547,7 +570,7 @@ def run_validation(
     }
     has_match = all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
     views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
-    for view in views_full:
+    for view in (v for v in views_full if v in views_flash):
         collection = view.split("_")[0]
         known = schema.collections[collection].branches
         both = [f for f in known if f in full_sample.fields[collection]

@@ -17,6 +17,7 @@ from flashsim.validation.hmumu.benchmark import (
 )
 from flashsim.validation.hmumu.selection import (
     CUTS,
+    ELECTRON_VETO,
     OBSERVABLES,
     HmumuProcessor,
     event_scales,
@@ -28,6 +29,7 @@ from flashsim.validation.hmumu.statistics import FEATURES, analyse, asimov_signi
 __all__ = [
     "BENCHMARK_PROCESSES",
     "CUTS",
+    "ELECTRON_VETO",
     "FEATURES",
     "HELD_OUT_SEED_OFFSET",
     "OBSERVABLES",

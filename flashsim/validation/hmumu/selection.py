@@ -12,6 +12,11 @@ Selection (CMS HIG-19-006, VBF category, 2018 conventions):
    ΔR > 0.4 from both muons;
 6. m_jj > 400 GeV and |Δη_jj| > 2.5.
 
+Reported after the cut flow but not applied, so the VBF selection stays as above
+(:data:`ELECTRON_VETO`): the electron veto of the analysis' lepton categories — no electron
+with pT > 20 GeV, |η| < 2.5, ``mvaFall17V2Iso_WP90``, ΔR > 0.4 from both muons (unknown for
+files without electrons).
+
 Regions: signal 115 < m_μμ < 135 GeV, sidebands 110–115 and 135–150 GeV.
 
 The cuts are a coffea :class:`~coffea.analysis_tools.PackedSelection` and the cut flow is
@@ -40,6 +45,7 @@ from flashsim.validation.metrics import DEEPJET_2018_WPS
 __all__ = [
     "BTAG_MEDIUM",
     "CUTS",
+    "ELECTRON_VETO",
     "MASS_WINDOW",
     "OBSERVABLES",
     "SIGNAL_REGION",
@@ -54,6 +60,8 @@ BTAG_MEDIUM = DEEPJET_2018_WPS["medium"]
 #: The cut flow: every event, then the cuts in the order they are applied.
 CUTS = ("all events", "2 tight isolated muons", "opposite sign, leading pT > 26",
         "110 < m_mumu < 150", "b-jet veto", "2 jets, leading pT > 35", "m_jj > 400, |deta_jj| > 2.5")
+#: The row reported after the cut flow, not applied.
+ELECTRON_VETO = "electron veto (reported, not applied)"
 SIGNAL_REGION = (115.0, 135.0)
 MASS_WINDOW = (110.0, 150.0)
 #: name -> (axis label, bin edges) of the analysis observables.
@@ -96,7 +104,8 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     Returns a :class:`~coffea.analysis_tools.PackedSelection` with one boolean per event for
     each cut of :data:`CUTS` after the first (each cut on its own; the cut flow applies them
     in order), and numpy columns: ``region`` (1 signal region, 2 sideband, 0 outside
-    110–150 GeV) and the :data:`OBSERVABLES` (NaN where not defined).
+    110–150 GeV), ``electron_veto`` (1 no veto electron, 0 one, -1 no Electron collection)
+    and the :data:`OBSERVABLES` (NaN where not defined).
     """
     mu = events.Muon
     good = mu[mu.tightId & (mu.pfRelIso04_all < 0.25) & (abs(mu.eta) < 2.4) & (mu.pt > 20)]
@@ -126,6 +135,7 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     vbf = two_jets & (_numpy(dijet.mass) > 400) & (deta > 2.5)
 
     selection = PackedSelection()
+    electron_veto = _electron_veto(events, good)
     for cut, passed in zip(CUTS[1:], (two_muons, opposite, in_window, b_veto, two_jets, vbf),
                            strict=True):
         selection.add(cut, passed)
@@ -138,13 +148,26 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     mass = np.where(opposite, m_mumu, np.nan)
     region = np.where((mass > SIGNAL_REGION[0]) & (mass < SIGNAL_REGION[1]), 1,
                       np.where((mass > MASS_WINDOW[0]) & (mass < MASS_WINDOW[1]), 2, 0))
-    columns = {"region": region.astype(np.int8), "m_mumu": mass,
+    columns = {"region": region.astype(np.int8), "electron_veto": electron_veto, "m_mumu": mass,
                "pt_mumu": np.where(opposite, pt_mumu, np.nan),
                "eta_mumu": np.where(opposite, _numpy(dimuon.eta), np.nan),
                "m_jj": _numpy(dijet.mass), "deta_jj": deta, "zstar": zstar,
                "j1_pt": pt1, "j1_eta": _numpy(j1.eta), "j2_pt": pt2, "j2_eta": _numpy(j2.eta),
                "pt_balance": balance}
     return selection, columns
+
+
+def _electron_veto(events: ak.Array, muons: ak.Array) -> np.ndarray:
+    """1 where no :data:`ELECTRON_VETO` electron is present, 0 where one is, -1 without an
+    Electron collection; electrons within ΔR 0.4 of the two leading ``muons`` do not count."""
+    if "Electron" not in events.fields or "pt" not in events.Electron.fields:
+        return np.full(len(events), -1, np.int8)
+    ele = events.Electron
+    ele = ele[(ele.pt > 20) & (abs(ele.eta) < 2.5) & ele.mvaFall17V2Iso_WP90]
+    _, muon_dr = _double_precision(ele).nearest(_double_precision(muons[:, :2]),
+                                                return_metric=True)
+    vetoing = ak.fill_none(muon_dr > 0.4, True)
+    return (~ak.to_numpy(ak.any(vetoing, axis=1))).astype(np.int8)
 
 
 def select_vbf_hmumu(events: ak.Array) -> dict[str, np.ndarray]:
@@ -240,7 +263,8 @@ def run_analysis(fileset: dict[str, Sequence[str | Path]], scales: dict[str, flo
     result = {}
     for dataset in fileset:
         if dataset not in output:  # only empty files: no chunk was processed
-            empty = {k: np.empty(0) for k in ("stage", "region", "weight", *OBSERVABLES)}
+            empty = {k: np.empty(0) for k in ("stage", "region", "electron_veto", "weight",
+                                               *OBSERVABLES)}
             result[dataset] = {"columns": empty, "cutflow": dict.fromkeys(CUTS, 0.0)}
             continue
         parts = output[dataset]["columns"]

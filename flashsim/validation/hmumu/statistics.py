@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from flashsim.validation import metrics, plots
-from flashsim.validation.hmumu.selection import CUTS, OBSERVABLES
+from flashsim.validation.hmumu.selection import CUTS, ELECTRON_VETO, OBSERVABLES
 
 __all__ = ["FEATURES", "analyse", "asimov_significance"]
 
@@ -103,6 +103,10 @@ def analyse(
         out["cutflow"][dataset] = [dict(cut=cut, **_yield(c["weight"], source, c["stage"] >= i))
                                    for i, cut in enumerate(CUTS)]
         selected = c["stage"] >= final
+        known = bool(np.all(c["electron_veto"] >= 0))
+        veto = (_yield(c["weight"], source, selected & (c["electron_veto"] == 1)) if known
+                else {"yield": math.nan, "err": math.nan, "err_naive": math.nan, "entries": 0})
+        out["cutflow"][dataset].append(dict(cut=ELECTRON_VETO, **veto))
         out["yields"][dataset] = {
             "signal_region": _yield(c["weight"], source, selected & (c["region"] == 1)),
             "sidebands": _yield(c["weight"], source, selected & (c["region"] == 2))}

@@ -1,0 +1,241 @@
+r"""Electrons: GEN electron -> (efficiency) -> RECO electron, and electrons from jets.
+
+GEN electrons (:mod:`flashsim.objects.lepton`, the muon definition with
+:math:`|\text{pdgId}| = 11`): status 1, :math:`p_T > 3` GeV, :math:`|\eta| < 2.5`, prompt or
+not — electrons of heavy-flavour decays are GEN electrons too.
+
+Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047, as for muons):
+
+* ``electron_efficiency`` — classifier :math:`P(\text{reconstructed} \mid c)`; a GEN
+  electron is reconstructed when a RECO electron's ``genPartIdx`` points to it;
+* ``electron_flow`` — conditional NSF of that RECO electron given :math:`c` (the lepton
+  context: GEN kinematics, origin flags, the nearest GenJet, pileup);
+* ``fake_electron_multiplicity`` — per GenJet, the number (0, 1, :math:`\ge 2`) of RECO
+  electrons without a GEN electron within :math:`\Delta R < 0.4` of it: hadrons and photon
+  conversions passing the loose GsfElectron preselection, electrons of GenPart particles
+  outside the GEN selection;
+* ``fake_electron_flow`` — their properties given the GenJet context of
+  :mod:`flashsim.objects.jet` and their count in the jet; :math:`p_T` relative to the GenJet.
+
+Targets: :math:`p_T` ratio, :math:`\Delta\eta`, :math:`\Delta\phi`, the charge flip (fakes:
+the charge), and the electron branches that are measurements (:data:`CONTINUOUS`,
+:data:`DISCRETE`): impact parameters, isolations, shower shape, H/E, E-p, energy error
+(relative), the four MVA outputs as :math:`\operatorname{atanh}` (the raw BDT scale on
+which the working points cut), hit and conversion information, the cut-based V1 level,
+and the :data:`~flashsim.nanoaod.electron_working_points.HIDDEN` outcomes of cuts on
+quantities NanoAOD does not store.
+
+Derived, not generated: ``pdgId`` (:math:`-11q`), ``genPartIdx`` (the source GEN electron;
+for electrons from jets NanoAOD's MC matching to status-1 electrons and photons,
+:func:`flashsim.nanoaod.mc_match.gen_match`), ``genPartFlav``, ``jetIdx``
+(:mod:`flashsim.objects.crossref`), ``photonIdx`` = -1 (no Photon collection),
+``cleanmask`` = 1, and every working-point branch NanoAOD computes from the others
+(``cutBased``, both bitmaps, ``cutBased_HEEP``, the twelve MVA working points, the non-PF
+isolations zeroed below 35 GeV): :func:`flashsim.nanoaod.electron_working_points.derived_ids`,
+given the event's simulated ``fixedGridRhoFastjetAll``. NanoAOD keeps electrons above
+:data:`PT_MIN`, so sampled electrons below it are not stored.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from flashsim.kinematics import delta_phi
+from flashsim.models.classifier import draw_counts
+from flashsim.models.spec import ModelSpec, TrainingTable
+from flashsim.models.transforms import ColumnSpec
+from flashsim.nanoaod.electron_working_points import HIDDEN, derived_ids, hidden_from_bitmaps
+from flashsim.nanoaod.mc_match import gen_match
+from flashsim.objects import jet
+from flashsim.objects.common import discrete, flat, nearest, typed
+from flashsim.objects.lepton import (
+    CONTEXT,
+    gen_flavour,
+    gen_leptons,
+    kinematic_targets,
+    row_table,
+    sample_reconstructed,
+    training_pairs,
+)
+
+__all__ = [
+    "CONTINUOUS",
+    "DISCRETE",
+    "MAX_FAKES_PER_JET",
+    "MODELS",
+    "PT_MIN",
+    "TRAINING_NAMES",
+    "gen_electrons",
+    "simulate",
+    "training_tables",
+]
+
+PT_MIN = 5.0
+"""NanoAOD stores slimmedElectrons with pT > 5 GeV."""
+MAX_FAKES_PER_JET = 2
+_JET_CONE = 0.4
+TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Electron", "genWeight", "run",
+                  "luminosityBlock", "event"]
+
+#: generated electron branches with their transform before the flow
+CONTINUOUS = {
+    "deltaEtaSC": "none", "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log",
+    "ip3d": "log", "sip3d": "log", "eCorr": "log", "eInvMinusPInv": "symlog",
+    "hoe": "log", "sieie": "log", "r9": "none", "mass": "symlog",
+    "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "miniPFRelIso_all": "log",
+    "miniPFRelIso_chg": "log", "jetRelIso": "symlog", "jetPtRelv2": "symlog", "mvaTTH": "none",
+    "dr03TkSumPt": "log", "dr03TkSumPtHEEP": "log", "dr03EcalRecHitSumEt": "log",
+    "dr03HcalDepth1TowerSumEt": "log",
+}
+DISCRETE = ("convVeto", "isPFcand", "lostHits", "seedGain", "tightCharge", "cutBased_Fall17_V1")
+_MVA = ("mvaFall17V2Iso", "mvaFall17V2noIso", "mvaFall17V1Iso", "mvaFall17V1noIso")
+_RAW_CLIP = 1.0 - 1e-7
+
+PROPERTIES = (
+    ColumnSpec("energyErr_rel", transform="log"),
+    *(ColumnSpec(f"{name}_raw") for name in _MVA),
+    *(ColumnSpec(name, transform=t) for name, t in CONTINUOUS.items()),
+    *(discrete("Electron", name) for name in DISCRETE),
+    *(ColumnSpec(name, "discrete", values=(0.0, 1.0, 2.0, 3.0, 4.0) if name.startswith("vid_")
+                 else (0.0, 1.0)) for name in HIDDEN),
+)
+TARGETS = (
+    ColumnSpec("pt_ratio", transform="log"),
+    ColumnSpec("deta", spikes=False),
+    ColumnSpec("dphi", spikes=False),
+    ColumnSpec("charge_flip", "discrete", values=(-1.0, 1.0)),
+    *PROPERTIES,
+)
+FAKE_CONTEXT = (*jet.CONTEXT, ColumnSpec("n_fake"))
+FAKE_TARGETS = (
+    ColumnSpec("pt_ratio", transform="log"),
+    ColumnSpec("deta", spikes=False),
+    ColumnSpec("dphi", spikes=False),
+    ColumnSpec("charge", "discrete", values=(-1.0, 1.0)),
+    *PROPERTIES,
+)
+
+MODELS = {
+    "electron_efficiency": ModelSpec("electron_efficiency", "electron", "classifier", CONTEXT),
+    "electron_flow": ModelSpec("electron_flow", "electron", "flow", CONTEXT, TARGETS),
+    "fake_electron_multiplicity": ModelSpec("fake_electron_multiplicity", "electron",
+                                            "multiplicity", jet.CONTEXT,
+                                            max_count=MAX_FAKES_PER_JET),
+    "fake_electron_flow": ModelSpec("fake_electron_flow", "electron", "flow", FAKE_CONTEXT,
+                                    FAKE_TARGETS),
+}
+
+
+def gen_electrons(gen: dict) -> ak.Array:
+    """The GEN electrons (:func:`flashsim.objects.lepton.gen_leptons`) with their context."""
+    return gen_leptons(gen, 11)
+
+
+def _properties(reco: ak.Array) -> dict:
+    """The generated non-kinematic targets present in ``reco`` (module doc)."""
+    available = set(ak.fields(reco))
+    out = {name: reco[name] for name in (*CONTINUOUS, *DISCRETE) if name in available}
+    if "energyErr" in available:
+        out["energyErr_rel"] = reco.energyErr / (reco.pt * np.cosh(reco.eta))
+    for name in _MVA:
+        if name in available:
+            out[f"{name}_raw"] = np.arctanh(np.maximum(np.minimum(reco[name], _RAW_CLIP), -_RAW_CLIP))
+    out.update(hidden_from_bitmaps(reco))
+    return out
+
+
+def training_tables(chunk: dict) -> dict[str, TrainingTable]:
+    """Training rows from a NANOAODSIM chunk: GEN-matched electrons by ``genPartIdx``, the
+    others by the nearest GenJet within :math:`\\Delta R < 0.4` (module doc); the share of
+    those without a GenJet, which no model covers, is recorded as ``info["unassigned"]``."""
+    efficiency, reco, g, others = training_pairs(chunk, gen_electrons(chunk), chunk["Electron"])
+    flow = row_table(chunk, {c.name: g[c.name] for c in CONTEXT},
+                     {**kinematic_targets(reco, g), **_properties(reco)}, reco.pt)
+
+    jets = jet.gen_jets(chunk)
+    dr, owner = nearest(others.eta, others.phi, jets.gen_eta, jets.gen_phi)
+    inside = dr < _JET_CONE
+    fakes, owner = others[inside], owner[inside]
+    counts = ak.sum(owner[:, None, :] == ak.local_index(jets.gen_pt, axis=1)[:, :, None], axis=2)
+    multiplicity = row_table(chunk, {c.name: jets[c.name] for c in jet.CONTEXT},
+                             {"n": np.minimum(counts, MAX_FAKES_PER_JET)}, jets.gen_pt)
+    host = jets[owner]
+    context = {c.name: host[c.name] for c in jet.CONTEXT}
+    context["n_fake"] = counts[owner]
+    targets = {"pt_ratio": fakes.pt / host.gen_pt, "deta": fakes.eta - host.gen_eta,
+               "dphi": delta_phi(fakes.phi, host.gen_phi), "charge": fakes.charge,
+               **_properties(fakes)}
+    total = int(ak.sum(ak.num(others.pt)))
+    fake_flow = row_table(chunk, context, targets, fakes.pt,
+                          {"unassigned": 1.0 - int(ak.sum(ak.num(fakes.pt))) / max(total, 1)})
+    return {"electron_efficiency": efficiency, "electron_flow": flow,
+            "fake_electron_multiplicity": multiplicity, "fake_electron_flow": fake_flow}
+
+
+def _sample_fakes(gen: dict, models, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """Electrons from jets: flat fields (grouped by event) and counts per event."""
+    jets = jet.gen_jets(gen)
+    per_jet = ak.num(jets.gen_pt)
+    columns = {c.name: flat(jets[c.name]) for c in jet.CONTEXT}
+    probabilities = models["fake_electron_multiplicity"].probability(columns)
+    n = draw_counts(probabilities, rng.uniform(size=len(probabilities)))
+    rows = np.repeat(np.arange(len(n)), n)
+    context = {k: v[rows] for k, v in columns.items()}
+    context["n_fake"] = n[rows].astype(np.float64)
+    out = models["fake_electron_flow"].sample(context, rng)
+    out.update(pt=context["gen_pt"] * out.pop("pt_ratio"), eta=context["gen_eta"] + out.pop("deta"),
+               phi=delta_phi(context["gen_phi"] + out.pop("dphi"), 0.0))
+    event_of_jet = np.repeat(np.arange(len(per_jet)), np.asarray(per_jet))
+    counts = np.bincount(event_of_jet[rows], minlength=len(per_jet))
+    return out, counts
+
+
+def _fields(out: dict) -> dict:
+    """Sampled targets -> Electron branches (energy error, MVA scores, pdgId)."""
+    fields = dict(out)
+    if "energyErr_rel" in fields:
+        fields["energyErr"] = fields.pop("energyErr_rel") * fields["pt"] * np.cosh(fields["eta"])
+    for name in _MVA:
+        if f"{name}_raw" in fields:
+            fields[name] = np.tanh(fields.pop(f"{name}_raw"))
+    fields["pdgId"] = -11 * fields["charge"]
+    return fields
+
+
+def simulate(gen: dict, models, rng: np.random.Generator, rho: np.ndarray) -> ak.Array:
+    """Flash-simulated RECO electrons, ``N * var * {Electron fields}``, pT-ordered.
+
+    ``rho``: the event's simulated ``fixedGridRhoFastjetAll`` (the working points use it).
+    ``genPartIdx`` points into ``gen["GenPart"]``; ``jetIdx`` is left for
+    :func:`flashsim.objects.crossref.link`.
+    """
+    n_events = len(gen["event"])
+    kept, _, matched, counts = sample_reconstructed(gen_electrons(gen), models["electron_efficiency"],
+                                                    models["electron_flow"], rng)
+    matched = _fields(matched)
+    matched["genPartIdx"] = flat(kept.index)
+    matched["genPartFlav"] = flat(gen_flavour(kept))
+    fakes, fake_counts = _sample_fakes(gen, models, rng)
+    fakes = _fields(fakes)
+    evt = {"matched": np.repeat(np.arange(n_events), counts),
+           "fakes": np.repeat(np.arange(n_events), fake_counts)}
+    offsets = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(gen["GenPart"].pt)))])
+    taken = (offsets[evt["matched"]] + matched["genPartIdx"]).astype(np.int64)
+    fakes["genPartIdx"], fakes["genPartFlav"] = gen_match(
+        {"evt": evt["fakes"], **{k: fakes[k] for k in ("pt", "eta", "phi")}}, gen["GenPart"],
+        n_events, (11, 22), taken=taken)
+    names = sorted(set(matched) & set(fakes))
+    fields = {k: np.concatenate([np.asarray(matched[k], np.float64), np.asarray(fakes[k], np.float64)])
+              for k in names}
+    event = np.concatenate([evt["matched"], evt["fakes"]])
+    rho = np.asarray(rho, np.float64)
+    fields.update(derived_ids(fields, rho[event]))
+    fields["photonIdx"] = np.full(len(event), -1)
+    fields["cleanmask"] = np.ones(len(event))
+    fields = {k: v for k, v in fields.items() if k not in HIDDEN}
+    keep = fields["pt"] > PT_MIN
+    order = np.lexsort((-fields["pt"], event))
+    order = order[keep[order]]
+    record = ak.zip(typed("Electron", {k: v[order] for k, v in fields.items()}))
+    return ak.unflatten(record, np.bincount(event[order], minlength=n_events))

@@ -1,0 +1,162 @@
+r"""What the muon and electron models share: the GEN lepton and its context, the pairing of
+RECO with GEN leptons for training, and the efficiency -> flow sampling.
+
+GEN lepton (the same in training and simulation): ``GenPart`` with ``status == 1``, the
+lepton's :math:`|\text{pdgId}|`, :math:`p_T > 3` GeV and :math:`|\eta| < 2.5`.
+
+Conditioning :math:`c` (:data:`CONTEXT`): GEN :math:`p_T, \eta, \phi`, charge;
+``statusFlags`` bits (isPrompt, isTauDecayProduct, isDirectHadronDecayProduct,
+fromHardProcess); whether the mother is a b or c hadron; the nearest GenJet
+(:math:`\Delta R`, :math:`p_T` ratio within 0.4, its b/c hadron flavour) as the GEN
+environment; ``Pileup_nTrueInt``.
+
+A GEN lepton is reconstructed when a RECO lepton's ``genPartIdx`` points to it; the flow
+learns the RECO lepton of a reconstructed GEN lepton through
+:math:`p_T^{reco}/p_T^{gen}`, :math:`\Delta\eta`, :math:`\Delta\phi`, the charge flip
+:math:`q^{reco} q^{gen}` and the lepton's own branches (:func:`kinematic_targets`).
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+
+from flashsim.kinematics import delta_phi
+from flashsim.models.spec import TrainingTable
+from flashsim.models.transforms import ColumnSpec
+from flashsim.objects.common import event_keys, event_weights, flat, nearest
+from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark
+
+__all__ = [
+    "CONTEXT",
+    "gen_flavour",
+    "gen_leptons",
+    "hadron_flavour",
+    "kinematic_targets",
+    "momentum_delta",
+    "row_table",
+    "sample_reconstructed",
+    "training_pairs",
+]
+
+GEN_PT_MIN = 3.0
+GEN_ETA_MAX = 2.5
+_FLAG_BITS = {"is_prompt": 0, "is_tau_decay": 2, "is_hadron_decay": 6, "from_hard": 8}
+
+CONTEXT = (
+    ColumnSpec("gen_pt", transform="log"),
+    ColumnSpec("gen_eta"),
+    ColumnSpec("gen_phi"),
+    ColumnSpec("gen_charge"),
+    *(ColumnSpec(name) for name in _FLAG_BITS),
+    ColumnSpec("mother_b"),
+    ColumnSpec("mother_c"),
+    ColumnSpec("jet_dr"),
+    ColumnSpec("jet_ptratio", transform="log", offset=1.0),
+    ColumnSpec("jet_b"),
+    ColumnSpec("jet_c"),
+    ColumnSpec("pileup"),
+)
+
+
+def hadron_flavour(pdg_id):
+    """5 for b hadrons, 4 for c hadrons, else 0 (:func:`flashsim.pdg.has_heavy_quark`)."""
+    return ak.where(has_heavy_quark(pdg_id, BOTTOM), 5,
+                    ak.where(has_heavy_quark(pdg_id, CHARM), 4, 0))
+
+
+def gen_leptons(gen: dict, pdg_id: int) -> ak.Array:
+    """The GEN leptons of ``|pdgId| == pdg_id`` (module doc) with every context column and
+    ``index`` into GenPart."""
+    part = gen["GenPart"]
+    index = ak.local_index(part.pt, axis=1)
+    select = ((part.status == 1) & (abs(part.pdgId) == pdg_id) & (part.pt > GEN_PT_MIN)
+              & (abs(part.eta) < GEN_ETA_MAX))
+    lep, index = part[select], index[select]
+    mother = lep.genPartIdxMother
+    mother_flavour = hadron_flavour(ak.fill_none(part.pdgId[ak.mask(mother, mother >= 0)], 0))
+    jets = gen["GenJet"]
+    dr, jet_index = nearest(lep.eta, lep.phi, jets.eta, jets.phi)
+    jet_index = ak.mask(jet_index, dr < 0.4)
+    jet_pt = ak.fill_none(jets.pt[jet_index], 0.0)
+    jet_flavour = ak.fill_none(jets.hadronFlavour[jet_index], 0)
+    pileup = ak.broadcast_arrays(np.asarray(gen["Pileup"].nTrueInt, np.float64), lep.pt)[0]
+    fields = {
+        "gen_pt": lep.pt, "gen_eta": lep.eta, "gen_phi": lep.phi,
+        "gen_charge": -np.sign(lep.pdgId),
+        **{name: (lep.statusFlags >> bit) & 1 for name, bit in _FLAG_BITS.items()},
+        "mother_b": 1 * (mother_flavour == 5), "mother_c": 1 * (mother_flavour == 4),
+        "jet_dr": np.minimum(dr, 1.0), "jet_ptratio": jet_pt / lep.pt,
+        "jet_b": 1 * (jet_flavour == 5), "jet_c": 1 * (jet_flavour == 4),
+        "pileup": pileup, "index": index,
+    }
+    return ak.zip(fields)
+
+
+def gen_flavour(lep: ak.Array):
+    """``genPartFlav`` of a RECO lepton matched to GEN lepton ``lep`` (1, 15, 5, 4 or 3)."""
+    return ak.where(lep.is_prompt == 1, 1, ak.where(lep.is_tau_decay == 1, 15,
+                    ak.where(lep.mother_b == 1, 5, ak.where(lep.mother_c == 1, 4, 3))))
+
+
+def _match(reco_idx, gen_idx):
+    """For every RECO object, whether its gen index is a selected GEN object, and where."""
+    same = reco_idx[:, :, None] == gen_idx[:, None, :]
+    return ak.any(same, axis=2), ak.fill_none(ak.argmax(same, axis=2), 0)
+
+
+def training_pairs(chunk: dict, gen: ak.Array, reco: ak.Array
+                   ) -> tuple[TrainingTable, ak.Array, ak.Array, ak.Array]:
+    """The efficiency table of the GEN leptons ``gen`` (target ``reconstructed``), and the
+    RECO leptons paired with them by ``genPartIdx``: ``(table, matched RECO, their GEN,
+    unmatched RECO)``."""
+    weight, key = event_weights(chunk), event_keys(chunk)
+    reconstructed = ak.any(gen.index[:, :, None] == reco.genPartIdx[:, None, :], axis=2)
+    per_gen = ak.broadcast_arrays(weight, gen.gen_pt)[0], ak.broadcast_arrays(key, gen.gen_pt)[0]
+    table = TrainingTable(
+        {c.name: flat(gen[c.name]) for c in CONTEXT}, {"reconstructed": flat(reconstructed)},
+        flat(per_gen[0]), np.asarray(ak.flatten(per_gen[1]), dtype=np.uint64))
+    matched, position = _match(reco.genPartIdx, gen.index)
+    return table, reco[matched], gen[position[matched]], reco[~matched]
+
+
+def kinematic_targets(reco: ak.Array, g: ak.Array) -> dict:
+    """Flow targets relative to the GEN lepton: pT ratio, eta and phi offsets, charge flip."""
+    return {"pt_ratio": reco.pt / g.gen_pt, "deta": reco.eta - g.gen_eta,
+            "dphi": delta_phi(reco.phi, g.gen_phi), "charge_flip": reco.charge * g.gen_charge}
+
+
+def row_table(chunk: dict, context: dict, targets: dict, like: ak.Array, info: dict | None = None
+              ) -> TrainingTable:
+    """A :class:`TrainingTable` with one row per object of ``like`` (``N * var``)."""
+    weight, key = event_weights(chunk), event_keys(chunk)
+    w, k = ak.broadcast_arrays(weight, like)[0], ak.broadcast_arrays(key, like)[0]
+    return TrainingTable({n: flat(v) for n, v in context.items()},
+                         {n: flat(v) for n, v in targets.items()}, flat(w),
+                         np.asarray(ak.flatten(k), dtype=np.uint64), info or {})
+
+
+def momentum_delta(reco, g) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event :math:`\\sum (\\vec p_T^{reco} - \\vec p_T^{gen})` over matched leptons."""
+    dx = ak.sum(reco.pt * np.cos(reco.phi) - g.gen_pt * np.cos(g.gen_phi), axis=1)
+    dy = ak.sum(reco.pt * np.sin(reco.phi) - g.gen_pt * np.sin(g.gen_phi), axis=1)
+    return np.asarray(dx, dtype=np.float64), np.asarray(dy, dtype=np.float64)
+
+
+def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generator
+                         ) -> tuple[ak.Array, dict, dict, np.ndarray]:
+    """Draw which GEN leptons are reconstructed (``efficiency``) and sample their RECO
+    properties (``flow``): ``(kept GEN leptons flat, their context columns, flow output with
+    pt/eta/phi/charge rebuilt, counts per event)``."""
+    columns = {c.name: flat(gen[c.name]) for c in CONTEXT}
+    p = efficiency.probability(columns)
+    keep = rng.uniform(size=len(p)) < p
+    counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(gen)), axis=1))
+    kept = ak.flatten(gen)[keep]
+    g = {k: v[keep] for k, v in columns.items()}
+    out = flow.sample(g, rng)
+    pt = g["gen_pt"] * out.pop("pt_ratio")
+    out.update(pt=pt, eta=g["gen_eta"] + out.pop("deta"),
+               phi=delta_phi(g["gen_phi"] + out.pop("dphi"), 0.0),
+               charge=out.pop("charge_flip") * g["gen_charge"])
+    return kept, g, out, counts
