@@ -419,3 +419,38 @@ def test_cuda_without_a_gpu_is_one_message(command, extra, message, reference_na
     assert err.startswith("flashsim: error:") and message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_dy_ee_refsim_to_flash_electrons_in_coffea(tiny_models, tmp_path, monkeypatch, capsys):
+    """The issue's done-when: `flashsim generate dy_ee -n 500 --refsim`, electron models
+    trained on it, `flashsim simulate`; coffea resolves Electron.matched_gen,
+    Electron.matched_jet and Jet.matched_electrons."""
+    from conftest import TINY_ARCHITECTURE
+
+    from flashsim.objects.training import train_object
+
+    full = tmp_path / "dy_ee.root"
+    monkeypatch.setattr(sys, "argv", ["flashsim", "generate", "dy_ee", "-n", "500", "--refsim",
+                                      "-o", str(full)])
+    main()
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    train_object("electron", [full], models, epochs=2, architecture=TINY_ARCHITECTURE,
+                 progress=False)
+    flash = tmp_path / "flash.root"
+    monkeypatch.setattr(sys, "argv", ["flashsim", "simulate", str(full), "-o", str(flash),
+                                      "--models", str(models)])
+    main()
+    assert "note" not in capsys.readouterr().err
+    events = open_events(flash)
+    electrons = events.Electron
+    assert ak.sum(ak.num(electrons)) > 400  # about two per Z -> ee event
+    prompt = electrons[electrons.genPartFlav == 1]
+    assert ak.all(abs(prompt.matched_gen.pdgId) == 11)
+    assert ak.all(prompt.matched_gen.pt > 3)
+    linked = electrons[electrons.jetIdx >= 0]
+    assert ak.sum(ak.num(linked)) > 0 and ak.all(linked.matched_jet.nElectrons >= 1)
+    back = ak.drop_none(events.Jet.matched_electrons, axis=2)
+    assert 0 < ak.sum(ak.num(ak.flatten(back, axis=1))) <= ak.sum(ak.num(linked))
+    assert ak.all(ak.flatten(back.jetIdx, axis=2) >= 0)

@@ -86,10 +86,11 @@ def electron_quantiles(args) -> None:
     from flashsim.refdet import DetectorConfig, ReferenceDetector
 
     cfg = DetectorConfig()
-    detector = ReferenceDetector(toy_minbias_pool(400, seed=args.seed + 1000), config=cfg)
+    detector = ReferenceDetector(minbias_pool(400, seed=args.seed + 1000), config=cfg)
     rng = np.random.default_rng(args.seed)
     distances = {"mvaFall17V2noIso": [], "mvaFall17V2Iso": []}
-    for batch in toy_batches("dy_ee", args.events, seed=args.seed, pileup_mean=args.pileup):
+    for batch in iter_batches("dy_ee", args.events, seed=args.seed, pileup_mean=args.pileup,
+                              batch_size=200):
         electrons = detector.reconstruct(batch, rng)["Electron"]
         gen = batch.nano["GenPart"][electrons.genPartIdx]
         prompt = ak.flatten(electrons[(electrons.genPartFlav == 1) & (gen.pt > 20)])

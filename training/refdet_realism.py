@@ -7,7 +7,12 @@ Usage::
 Reads GEN + RECO with uproot and prints a markdown table: muon pT resolution
 (barrel/endcap, matched prompt muons, 20-100 GeV), tight-ID efficiency of prompt GEN muons,
 jet response and resolution at 30/100/300 GeV (|eta| < 1.3), fraction of reco jets without
-GenJet at pT > 15 and > 30 GeV, mean MET, b/c/light efficiencies at the DeepJet 2018 WPs.
+GenJet at pT > 15 and > 30 GeV, mean MET, b/c/light efficiencies at the DeepJet 2018 WPs;
+for files with electrons: the pT resolution of prompt electrons (20-100 GeV, barrel
+|eta| < 1.4442 / endcap 1.566-2.5), the tight and medium cut-based ID efficiency of
+reconstructed prompt electrons in GEN pT bins, and electrons not from a W/Z/tau (genPartFlav
+not 1 or 15) with pT > 10 GeV per event and per jet (pT > 30 GeV), all and passing the veto
+and tight IDs.
 
 Muon direction resolution, sigma(Delta eta) and sigma(Delta phi) of matched prompt muons at
 10-20, 20-50 and 50-100 GeV, barrel (|eta| < 0.9) and endcap (1.2-2.4), is measured on
@@ -25,11 +30,17 @@ CMS reference values (rounded, read off the cited figures/twikis):
 - b tagging: JINST 13 (2018) P05011 and BTV DeepJet 2018 WPs (twiki BtagRecommendation102X):
   loose 0.0494 (b 90%, c 40%, light 10%), medium 0.2770 (b 75-80%, c 15%, light 1%),
   tight 0.7264 (b 55-65%, c 3%, light 0.1%) on ttbar jets pT > 20 GeV;
-- MET: JINST 14 (2019) P07004 -- no single mean; the reference DY sample has MET mean 31 GeV.
+- MET: JINST 14 (2019) P07004 -- no single mean; the reference DY sample has MET mean 31 GeV;
 - muon direction: the inner track's, JINST 9 (2014) P10009 Fig. 15 (isolated muons; sigma(eta)
   = sigma(cot theta) sin theta): barrel sigma(eta) 4e-4 / 3.6e-4 / 2.7e-4 and sigma(phi)
   2-3e-4 / 1-2e-4 / 1e-4 at 10-20 / 20-50 / 50-100 GeV; endcaps (1.4-2.5) sigma(eta) 5-6e-4 /
-  4-4.5e-4 / 4e-4, sigma(phi) 4-5e-4 / 2-3e-4 / 2e-4.
+  4-4.5e-4 / 4e-4, sigma(phi) 4-5e-4 / 2-3e-4 / 2e-4;
+- electrons: JINST 10 (2015) P06005 -- momentum resolution of Z electrons 1.7-4.5% depending
+  on eta and bremsstrahlung (about 2% barrel, 3-4.5% endcap); Fall17 V2 cut-based WPs tuned
+  for about 70% (tight) / 80% (medium) efficiency on Z electrons (EGM, twiki
+  CutBasedElectronIdentificationRun2), lower below 20 GeV (JINST 16 (2021) P05032);
+  electrons from jets: the 40-event CMS DY file (run this script on it) has 0.125 per event
+  with pT > 10 GeV (5 electrons), 0.05 passing the veto ID.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import argparse
 import awkward as ak
 import numpy as np
 
-__all__ = ["direction_resolution", "measure", "muon_direction_residuals", "table"]
+__all__ = ["direction_resolution", "measure", "measure_electrons", "muon_direction_residuals", "table"]
 
 CMS = {
     "muon_res_barrel": "0.010-0.020 (P06015)",
@@ -59,9 +70,14 @@ CMS = {
     "muon_deta_endcap_10_20": "5-6e-4 (P10009)", "muon_deta_endcap_20_50": "4-4.5e-4 (P10009)",
     "muon_deta_endcap_50_100": "~4e-4 (P10009)", "muon_dphi_endcap_10_20": "4-5e-4 (P10009)",
     "muon_dphi_endcap_20_50": "2-3e-4 (P10009)", "muon_dphi_endcap_50_100": "~2e-4 (P10009)",
+    "ele_res_barrel": "~0.017-0.025 (P06005)", "ele_res_endcap": "~0.03-0.045 (P06005)",
+    "ele_tight_eff": "~0.70 (EGM Fall17 V2 design)", "ele_medium_eff": "~0.80 (EGM Fall17 V2 design)",
+    "ele_nonprompt_per_event": "0.125 (CMS DY file, 40 events)",
+    "ele_nonprompt_veto_per_event": "0.05 (CMS DY file, 40 events)",
 }
 DIRECTION_PT_BINS = ((10, 20), (20, 50), (50, 100))
 REGIONS = {"barrel": (0.0, 0.9), "endcap": (1.2, 2.4)}
+ELECTRON_PT_BINS = (10, 20, 35, 50, 100)
 WPS = {"loose": 0.0494, "medium": 0.2770, "tight": 0.7264}
 
 
@@ -122,6 +138,8 @@ def measure(chunks: list[dict]) -> dict[str, float]:
     out["unmatched_15"] = u15 / max(n15, 1)
     out["unmatched_30"] = u30 / max(n30, 1)
     out["met_mean"] = float(np.mean(np.concatenate(met)))
+    if all("Electron" in c for c in chunks):
+        out.update(measure_electrons(chunks))
     for f, name in ((5, "b"), (4, "c"), (0, "l")):
         for wp, (k, n) in tags[f].items():
             out[f"{name}_{wp}"] = k / max(n, 1)
@@ -171,6 +189,48 @@ def reconstructed_in_memory(n_events: int, seed: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def measure_electrons(chunks: list[dict]) -> dict[str, float]:
+    """Electron rows (module doc) from chunks holding GenPart, Electron, Jet."""
+    ratio, abseta, level, gen_pt, n_events = [], [], [], [], 0
+    fakes = {"all": 0, "veto": 0, "tight": 0}
+    jets = jets_with_fake = 0
+    for c in chunks:
+        e, gp, jet = c["Electron"], c["GenPart"], c["Jet"]
+        n_events += len(e)
+        m = e[(e.genPartIdx >= 0) & (e.genPartFlav == 1)]
+        g = gp[m.genPartIdx]
+        ratio.append(ak.to_numpy(ak.flatten(m.pt / g.pt)))
+        abseta.append(np.abs(ak.to_numpy(ak.flatten(g.eta))))
+        gen_pt.append(ak.to_numpy(ak.flatten(g.pt)))
+        level.append(ak.to_numpy(ak.flatten(m.cutBased)))
+        other = e[(e.genPartFlav != 1) & (e.genPartFlav != 15) & (e.pt > 10)]
+        fakes["all"] += int(ak.sum(ak.num(other)))
+        fakes["veto"] += int(ak.sum(other.cutBased >= 1))
+        fakes["tight"] += int(ak.sum(other.cutBased >= 4))
+        hard_jets = ak.local_index(jet)[jet.pt > 30]
+        jets += int(ak.sum(ak.num(hard_jets)))
+        owned = ak.any(other.jetIdx[:, None, :] == hard_jets[:, :, None], axis=2)
+        jets_with_fake += int(ak.sum(owned))
+    ratio, abseta, gen_pt, level = map(np.concatenate, (ratio, abseta, gen_pt, level))
+    window = (gen_pt > 20) & (gen_pt < 100)
+    out = {}
+    for name, sel in (("barrel", abseta < 1.4442), ("endcap", (abseta > 1.566) & (abseta < 2.5))):
+        r = ratio[window & sel]
+        out[f"ele_res_{name}"] = _robust_sigma(r) if len(r) > 10 else float("nan")
+    inside = abseta < 2.5
+    out["ele_tight_eff"] = float(np.mean(level[inside & (gen_pt > 20)] >= 4))
+    out["ele_medium_eff"] = float(np.mean(level[inside & (gen_pt > 20)] >= 3))
+    for lo, hi in zip(ELECTRON_PT_BINS[:-1], ELECTRON_PT_BINS[1:], strict=True):
+        sel = inside & (gen_pt > lo) & (gen_pt < hi)
+        for wp, cut in (("tight", 4), ("medium", 3)):
+            out[f"ele_{wp}_eff_{lo}_{hi}"] = float(np.mean(level[sel] >= cut)) if sel.any() else float("nan")
+    out["ele_nonprompt_per_event"] = fakes["all"] / max(n_events, 1)
+    out["ele_nonprompt_veto_per_event"] = fakes["veto"] / max(n_events, 1)
+    out["ele_nonprompt_tight_per_event"] = fakes["tight"] / max(n_events, 1)
+    out["ele_nonprompt_per_jet30"] = jets_with_fake / max(jets, 1)
+    return out
+
+
 def table(values: dict[str, float]) -> str:
     """Markdown table of measured values next to CMS's."""
     lines = ["| quantity | this sample | CMS |", "|---|---|---|"]
@@ -186,10 +246,15 @@ def main() -> None:
                         help="Drell-Yan events reconstructed in memory for the muon direction rows")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    from flashsim.nanoaod.reader import read_chunk
+    from flashsim.nanoaod.reader import open_tree, read_chunk
 
-    names = ["GenPart", "GenJet", "Muon", "Jet", "MET"]
-    values = measure([read_chunk(f, names) for f in args.files])
+    chunks = []
+    for path in args.files:
+        names = ["GenPart", "GenJet", "Muon", "Jet", "MET"]
+        if "nElectron" in open_tree(path).keys():
+            names.append("Electron")
+        chunks.append(read_chunk(path, names))
+    values = measure(chunks)
     if args.direction_events > 0:
         values |= direction_resolution(reconstructed_in_memory(args.direction_events, args.seed))
     print(table(values))

@@ -203,10 +203,10 @@ def reconstruct_electrons(cols: dict, kin: dict, tracks: Tracks, deposits: dict,
     c_charge = np.zeros(len(src))
     c_t = np.zeros(len(src))
     where_conv = np.flatnonzero(is_conv)
-    conv_order = np.argsort(order[where_conv] - n_t)
+    conv_index = order[where_conv] - n_t  # position in the conversion arrays
     for name, target in (("radius", c_radius), ("lead", c_lead), ("charge", c_charge),
                          ("t_left", c_t)):
-        target[where_conv] = conv[name][conv_order]
+        target[where_conv] = conv[name][conv_index]
     n = len(src)
     evt = cols["evt"][src]
     true_e = cols["e"][src]
