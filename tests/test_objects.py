@@ -25,13 +25,20 @@ def models(tiny_models):
     return tiny_models
 
 
-def test_muon_pairs_respect_genpartidx(chunk):
-    tables = OBJECTS["muon"].training_tables(chunk)
-    reco, part = chunk["Muon"], chunk["GenPart"]
+def _paired(chunk, collection: str, pdg_id: int):
+    """RECO leptons, the GenPart their genPartIdx points to, and whether that is a GEN lepton
+    of the models' definition (status 1, pT > 3 GeV, |eta| < 2.5)."""
+    reco, part = chunk[collection], chunk["GenPart"]
     idx = reco.genPartIdx
     target = part[ak.where(idx >= 0, idx, 0)]
-    good = ((idx >= 0) & (abs(target.pdgId) == 13) & (target.status == 1) & (target.pt > 3)
+    good = ((idx >= 0) & (abs(target.pdgId) == pdg_id) & (target.status == 1) & (target.pt > 3)
             & (abs(target.eta) < 2.5))
+    return reco, target, good
+
+
+def test_muon_pairs_respect_genpartidx(chunk):
+    tables = OBJECTS["muon"].training_tables(chunk)
+    reco, target, good = _paired(chunk, "Muon", 13)
     assert len(tables["muon_flow"]) == ak.sum(good)
     ratio = tables["muon_flow"].target["pt_ratio"]
     np.testing.assert_allclose(np.sort(ratio), np.sort(flat_ratio := ak.to_numpy(
@@ -54,14 +61,9 @@ def test_jet_pairs_respect_genjetidx(chunk):
     assert len(met["met_flow"]) == len(chunk["event"])
 
 
-@needs_nano
 def test_electron_pairs_respect_genpartidx(chunk):
     tables = OBJECTS["electron"].training_tables(chunk)
-    reco, part = chunk["Electron"], chunk["GenPart"]
-    idx = reco.genPartIdx
-    target = part[ak.where(idx >= 0, idx, 0)]
-    good = ((idx >= 0) & (abs(target.pdgId) == 11) & (target.status == 1) & (target.pt > 3)
-            & (abs(target.eta) < 2.5))
+    reco, _, good = _paired(chunk, "Electron", 11)
     assert len(tables["electron_flow"]) == ak.sum(good) > 10
     assert tables["electron_efficiency"].target["reconstructed"].sum() == ak.sum(good)
     flow = tables["electron_flow"].target
@@ -125,7 +127,6 @@ def test_simulation_output(models, chunk):
                                             == ak.local_index(jets.pt)[:, :, None], axis=2))
 
 
-@needs_nano
 def test_electrons_draw_their_own_random_stream(models, chunk, tmp_path):
     """A model directory without electron models simulates everything else identically and
     says that it leaves electrons out; one with part of them is an error."""

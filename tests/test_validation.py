@@ -49,6 +49,9 @@ def test_classifier_two_sample_test():
     assert abs(same["auc"] - 0.5) < 3 * same["auc_sigma"] + 0.01
     shifted = metrics.classifier_two_sample_test(a, b + [1.0, 0, 0], repeats=4, seed=1)
     assert shifted["auc"] > 0.6
+    # the attribution names the shifted column as the one carrying the AUC
+    assert shifted["attribution"][0][0] == 0 and shifted["attribution"][0][1] > 0.1
+    assert all(abs(drop) < 0.05 for _, drop in shifted["attribution"][1:])
     # identical twins grouped by event: nothing to learn, exactly 0.5 expected
     twins = metrics.classifier_two_sample_test(a, a, groups_full=np.arange(1000),
                                                groups_flash=np.arange(1000), repeats=3)

@@ -27,6 +27,7 @@ __all__ = [
     "flat",
     "nearest",
     "read_training_chunk",
+    "sample_counted",
     "typed",
     "vector_sum",
 ]
@@ -143,3 +144,20 @@ def read_training_chunk(paths: list[str | Path], names: list[str],
     merged = {k: (ak.concatenate([c[k] for c in chunks]) if isinstance(chunks[0][k], ak.Array)
                   else np.concatenate([np.asarray(c[k]) for c in chunks])) for k in chunks[0]}
     return merged, {"files": files, "events": int(len(merged["event"]))}
+
+
+def sample_counted(multiplicity, flow, columns: dict[str, np.ndarray],
+                   rng: np.random.Generator) -> tuple[np.ndarray, dict, dict]:
+    """Objects drawn per row of ``columns``: a count from the ``multiplicity`` model, then
+    one ``flow`` sample per object given its row's context plus ``n_fake`` (the count).
+
+    Returns ``(counts per row, context of every object, flow output per object)``; objects
+    are ordered by row."""
+    from flashsim.models.classifier import draw_counts
+
+    probabilities = multiplicity.probability(columns)
+    counts = draw_counts(probabilities, rng.uniform(size=len(probabilities)))
+    rows = np.repeat(np.arange(len(counts)), counts)
+    context = {k: v[rows] for k, v in columns.items()}
+    context["n_fake"] = counts[rows].astype(np.float64)
+    return counts, context, flow.sample(context, rng)

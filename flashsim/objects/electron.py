@@ -42,13 +42,12 @@ import awkward as ak
 import numpy as np
 
 from flashsim.kinematics import delta_phi
-from flashsim.models.classifier import draw_counts
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.electron_working_points import HIDDEN, derived_ids, hidden_from_bitmaps
 from flashsim.nanoaod.mc_match import gen_match
 from flashsim.objects import jet
-from flashsim.objects.common import discrete, flat, nearest, typed
+from flashsim.objects.common import discrete, flat, nearest, sample_counted, typed
 from flashsim.objects.lepton import (
     CONTEXT,
     gen_flavour,
@@ -176,19 +175,14 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
 def _sample_fakes(gen: dict, models, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
     """Electrons from jets: flat fields (grouped by event) and counts per event."""
     jets = jet.gen_jets(gen)
-    per_jet = ak.num(jets.gen_pt)
-    columns = {c.name: flat(jets[c.name]) for c in jet.CONTEXT}
-    probabilities = models["fake_electron_multiplicity"].probability(columns)
-    n = draw_counts(probabilities, rng.uniform(size=len(probabilities)))
-    rows = np.repeat(np.arange(len(n)), n)
-    context = {k: v[rows] for k, v in columns.items()}
-    context["n_fake"] = n[rows].astype(np.float64)
-    out = models["fake_electron_flow"].sample(context, rng)
+    per_event = np.asarray(ak.num(jets.gen_pt))
+    per_jet, context, out = sample_counted(
+        models["fake_electron_multiplicity"], models["fake_electron_flow"],
+        {c.name: flat(jets[c.name]) for c in jet.CONTEXT}, rng)
     out.update(pt=context["gen_pt"] * out.pop("pt_ratio"), eta=context["gen_eta"] + out.pop("deta"),
                phi=delta_phi(context["gen_phi"] + out.pop("dphi"), 0.0))
-    event_of_jet = np.repeat(np.arange(len(per_jet)), np.asarray(per_jet))
-    counts = np.bincount(event_of_jet[rows], minlength=len(per_jet))
-    return out, counts
+    event_of_jet = np.repeat(np.arange(len(per_event)), per_event)
+    return out, np.bincount(event_of_jet, weights=per_jet, minlength=len(per_event)).astype(np.int64)
 
 
 def _fields(out: dict) -> dict:

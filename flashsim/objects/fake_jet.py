@@ -21,7 +21,6 @@ import awkward as ak
 import numpy as np
 
 from flashsim.kinematics import delta_phi
-from flashsim.models.classifier import draw_counts
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
@@ -29,6 +28,7 @@ from flashsim.objects.common import (
     event_keys,
     event_weights,
     flat,
+    sample_counted,
     typed,
 )
 from flashsim.objects.jet import JET_CONTINUOUS, JET_DISCRETE, jet_properties
@@ -99,14 +99,9 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
 
 def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     """Flash-simulated fake jets, ``N * var * {Jet fields}`` with ``genJetIdx = -1``."""
-    event = event_activity(gen)
-    probabilities = models["fake_jet_multiplicity"].probability(event)
-    counts = draw_counts(probabilities, rng.uniform(size=len(probabilities)))
-    rows = np.repeat(np.arange(len(counts)), counts)
-    columns = {k: v[rows] for k, v in event.items()}
-    columns["n_fake"] = counts[rows].astype(np.float64)
-    out = models["fake_jet_flow"].sample(columns, rng)
-    n = len(rows)
+    counts, _, out = sample_counted(models["fake_jet_multiplicity"], models["fake_jet_flow"],
+                                    event_activity(gen), rng)
+    n = int(counts.sum())
     fields = {**out, "phi": delta_phi(out["phi"], 0.0),
               "hadronFlavour": np.zeros(n, np.int32), "partonFlavour": np.zeros(n, np.int32),
               "genJetIdx": np.full(n, -1, np.int32)}

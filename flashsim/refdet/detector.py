@@ -47,7 +47,7 @@ class ReferenceDetector:
     ``pileup_pool``: minimum-bias particle records (``flashsim.generation.minbias_pool``), or
     None for events without pileup (``Pileup_nPU`` = 0).
     ``timing``: seconds spent per stage, accumulated over calls (overlay, tracking,
-    clustering, rest) -- for speed measurements.
+    electrons, pf, clustering, rest) -- for speed measurements.
     """
 
     VERSION = DETECTOR_VERSION
@@ -82,13 +82,15 @@ class ReferenceDetector:
         vertices = reconstruct_vertices(tracks, cols, ov.vertex_evt, ov.vertex_z, ov.hard_z, cfg, rng)
         mu = reconstruct_muons(cols, kin, tracks, cfg, rng)
         pf_mu = mu["isPFcand"]
+        lap("tracking")
         deposits = electron_reco.calorimeter_deposits(cols, kin, ov.hard_z, cfg, rng)
         ele = electron_reco.reconstruct_electrons(cols, kin, tracks, deposits, n_pu, cfg, rng)
+        lap("electrons")
         pf = pf_candidates(cols, kin, tracks, mu["src"][pf_mu], mu["pt"][pf_mu], cfg, rng,
                            electrons=self._pf_electrons(ele, mu["src"][pf_mu]))
         pf_chs = np.where(pf["trk"] >= 0, vertices.chs_removed[np.maximum(pf["trk"], 0)], False)
         rho = grid_rho(pf, n, cfg)
-        lap("tracking_pf")
+        lap("pf")
 
         jets, pf_jet = cluster_jets(pf, ~pf_chs, tracks.dxy, tracks.dxy_err, tracks.dz, rho, n, cfg, rng)
         lap("clustering")

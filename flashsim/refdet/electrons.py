@@ -82,7 +82,6 @@ from flashsim.refdet.tracker import Tracks
 __all__ = ["ELECTRON_EA", "calorimeter_deposits", "identification", "isolation", "mva_scores",
            "reconstruct_electrons"]
 
-ELECTRON_MASS = 0.000511
 _EA_EDGES = np.array([1.0, 1.479, 2.0, 2.2, 2.3, 2.4])
 ELECTRON_EA = np.array([0.1440, 0.1562, 0.1032, 0.0859, 0.1116, 0.1321, 0.1654])
 """Fall17 94X effective areas of the neutral isolation (RecoEgamma/ElectronIdentification/

@@ -263,6 +263,8 @@ def compare_branches(
             x_full, x_flash, groups_full=_column(full, "_group"),
             groups_flash=_column(flash, "_group"), seed=seed)
         out["classifier"]["features"] = features
+        out["classifier"]["attribution"] = [[features[i], drop] for i, drop
+                                            in out["classifier"]["attribution"]]
     return out
 
 
@@ -456,7 +458,10 @@ def compare_events(full: ak.Array, flash: ak.Array, full_twin: ak.Array, flash0:
     out = {"classifier": metrics.classifier_two_sample_test(
         _event_features(full, electrons), _event_features(flash, electrons),
         groups_full=ak.to_numpy(full.source), groups_flash=ak.to_numpy(flash.source), seed=seed)}
-    out["classifier"]["features"] = _EVENT_FEATURES + (_ELECTRON_FEATURES if electrons else [])
+    names = _EVENT_FEATURES + (_ELECTRON_FEATURES if electrons else [])
+    out["classifier"]["features"] = names
+    out["classifier"]["attribution"] = [[names[i], drop] for i, drop
+                                        in out["classifier"]["attribution"]]
     n_mu_full, n_mu_flash = ak.to_numpy(ak.num(full_twin.Muon)), ak.to_numpy(ak.num(flash0.Muon))
     n_jet_full, n_jet_flash = ak.to_numpy(ak.num(full_twin.Jet)), ak.to_numpy(ak.num(flash0.Jet))
     out["twins"] = {

@@ -14,7 +14,8 @@ that it serves muons, jets, MET and whole events alike:
   difference;
 - :func:`classifier_two_sample_test` — a gradient-boosted classifier trained to
   tell full from flash; its ROC AUC on held-out data is 0.5 when the two samples
-  are indistinguishable;
+  are indistinguishable; its attribution is the AUC each feature carries (permutation
+  importance: the AUC lost when that feature is shuffled on the held-out half);
 - :func:`roc_points` and :func:`wp_efficiencies` — tagging ROC curves and the
   efficiency of working points with binomial errors.
 """
@@ -26,9 +27,11 @@ import math
 import numpy as np
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
+    "ATTRIBUTION_TOP",
     "DEEPJET_2018_WPS",
     "auc_null_sigma",
     "classifier_two_sample_test",
@@ -137,6 +140,10 @@ def auc_null_sigma(n_full: int, n_flash: int) -> float:
     return math.sqrt((n_full + n_flash + 1) / (12.0 * n_full * n_flash))
 
 
+ATTRIBUTION_TOP = 5
+"""How many columns the classifier test's attribution lists."""
+
+
 def classifier_two_sample_test(
     full: np.ndarray,
     flash: np.ndarray,
@@ -159,7 +166,10 @@ def classifier_two_sample_test(
     instead of learning a difference. Returns the mean AUC, its spread over the splits
     (``auc_std``), the per-split values, the Mann–Whitney null spread of the test half and
     ``auc_sigma`` (the larger of the two). 0.5 means indistinguishable; the samples differ
-    significantly if ``auc - 0.5`` exceeds a few ``auc_sigma``.
+    significantly if ``auc - 0.5`` exceeds a few ``auc_sigma``. ``attribution`` lists the
+    :data:`ATTRIBUTION_TOP` columns that carry most of the AUC on the first split as
+    ``[column, AUC drop when shuffled]``, largest first (``sklearn`` permutation importance,
+    3 shuffles): what a flash sample most needs to improve.
     """
     rng = np.random.default_rng(seed)
     full = np.asarray(full, dtype=np.float64)
@@ -175,11 +185,11 @@ def classifier_two_sample_test(
                                        np.asarray(groups_flash)[keep_flash]]),
                        return_inverse=True)[1].ravel()
     empty = {"auc": math.nan, "auc_std": math.nan, "aucs": [], "auc_null_sigma": math.nan,
-             "auc_sigma": math.nan, "n_full": int(keep_full.size),
+             "auc_sigma": math.nan, "attribution": [], "n_full": int(keep_full.size),
              "n_flash": int(keep_flash.size)}
     if min(keep_full.size, keep_flash.size) < 10:
         return empty
-    aucs, nulls = [], []
+    aucs, nulls, attribution = [], [], []
     for _ in range(repeats):
         in_train = rng.random(groups.max() + 1)[groups] < 0.5
         train, test = in_train, ~in_train
@@ -191,12 +201,17 @@ def classifier_two_sample_test(
         model.fit(x[train], y[train], sample_weight=weight * train.sum())
         aucs.append(float(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1])))
         nulls.append(auc_null_sigma(int(np.sum(y[test] == 0)), int(np.sum(y[test] == 1))))
+        if not attribution:
+            drop = permutation_importance(model, x[test], y[test], scoring="roc_auc", n_repeats=3,
+                                          random_state=int(rng.integers(2**31))).importances_mean
+            attribution = [[int(i), float(drop[i])] for i in np.argsort(-drop)[:ATTRIBUTION_TOP]]
     if not aucs:
         return empty
     spread = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan
     null = float(np.mean(nulls))
     return {**empty, "auc": float(np.mean(aucs)), "auc_std": spread, "aucs": aucs,
-            "auc_null_sigma": null, "auc_sigma": float(np.nanmax([spread, null]))}
+            "auc_null_sigma": null, "auc_sigma": float(np.nanmax([spread, null])),
+            "attribution": attribution}
 
 
 def roc_points(signal: np.ndarray, background: np.ndarray) -> dict:

@@ -45,6 +45,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _attribution(test: dict, top: int = 3) -> str:
+    """'feature (AUC drop), …' for the leading entries of a classifier test's attribution."""
+    entries = test.get("attribution") or []
+    return ", ".join(f"{name} ({drop:.3f})" for name, drop in entries[:top]) or "n/a"
+
+
 def auc_verdict(test: dict) -> str:
     """'indistinguishable' if |AUC − 0.5| < 3 σ, 'close' if AUC < 0.6, else 'distinguishable'."""
     auc, sigma = test.get("auc", math.nan), test.get("auc_sigma", math.nan)
@@ -79,21 +85,24 @@ def write_validation_report(result: dict, outdir: Path) -> None:
         f"{inputs['full_events']} events have a flash twin). Flash: {', '.join(inputs['flash'])} "
         f"({inputs['flash_events']} events, {inputs['flash_replicas']} replica(s) per GEN event).",
         "", "## Headline", "",
-        "| object | N full | N flash | classifier AUC ± σ | verdict | median W1/σ | worst W1/σ "
-        "| worst discrete TVD | max Δcorr |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| object | N full | N flash | classifier AUC ± σ | verdict | AUC carried by | median W1/σ "
+        "| worst W1/σ | worst discrete TVD | max Δcorr |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, view in result["objects"].items():
         s, clf = view["summary"], view.get("classifier", {})
         lines.append(
             f"| {name} | {view['n_full']} | {view['n_flash']} | {_fmt(clf.get('auc'))} ± "
             f"{_fmt(clf.get('auc_sigma'))} | {auc_verdict(clf) if clf else 'n/a'} | "
-            f"{_fmt(s['median_w1_norm'])} | {s['worst_w1'][0]}: {_fmt(s['worst_w1'][1])} | "
+            f"{_attribution(clf)} | {_fmt(s['median_w1_norm'])} | {s['worst_w1'][0]}: {_fmt(s['worst_w1'][1])} | "
             f"{s['worst_tvd'][0]}: {_fmt(s['worst_tvd'][1])} | "
             f"{_fmt(view.get('correlation', {}).get('max_abs_diff'))} |")
     event_clf = result["events"]["classifier"]
     lines += ["", f"Whole events: classifier AUC {_fmt(event_clf['auc'])} ± "
-              f"{_fmt(event_clf['auc_sigma'])} ({auc_verdict(event_clf)}).", ""]
+              f"{_fmt(event_clf['auc_sigma'])} ({auc_verdict(event_clf)}), carried by "
+              f"{_attribution(event_clf)}.", "",
+              "*AUC carried by*: the three inputs whose shuffling costs the classifier most AUC "
+              "(permutation importance on held-out objects), with that loss.", ""]
     tagging = result.get("tagging") or {}
     if tagging:
         eff = tagging["wp_efficiency"]
