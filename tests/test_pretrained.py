@@ -22,6 +22,7 @@ MEDIUM_WP = 0.2770
 
 def test_shipped_models_load_and_fit_the_budget():
     models = load_models()
+    assert models.skipped == ()  # electrons included
     assert set(MODEL_SPECS) <= set(models.manifest["models"])
     size = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
     assert size < 20 * 1024**2
@@ -39,7 +40,7 @@ def held_out_files(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("held_out")
     files = {}
-    for process, n_events in (("dy_mumu", 300), ("ttbar", 500), ("vbf_hmumu", 300)):
+    for process, n_events in (("dy_mumu", 300), ("ttbar", 500), ("vbf_hmumu", 300), ("dy_ee", 300)):
         full = out / f"{process}_full.root"
         flash = out / f"{process}_flash.root"
         generate_file(process, n_events, full, seed=2_000_000, refsim=True)
@@ -74,10 +75,11 @@ def test_files_use_no_more_mantissa_bits_than_real_nanoaod(held_out_files, refer
         assert {n: b for n, b in too_fine.items() if b > schema.branch(n).precision} == {}, path
 
 
-def _resolution(events) -> float:
-    muons = events.Muon[(events.Muon.genPartFlav == 1) & (events.Muon.genPartIdx >= 0)]
-    # matched_gen is an option type; every selected muon has one, so drop_none drops nothing
-    ratio = ak.to_numpy(ak.drop_none(ak.flatten(muons.pt / muons.matched_gen.pt)))
+def _resolution(events, collection: str = "Muon") -> float:
+    leptons = events[collection]
+    leptons = leptons[(leptons.genPartFlav == 1) & (leptons.genPartIdx >= 0)]
+    # matched_gen is an option type; every selected lepton has one, so drop_none drops nothing
+    ratio = ak.to_numpy(ak.drop_none(ak.flatten(leptons.pt / leptons.matched_gen.pt)))
     q16, q84 = np.percentile(ratio, [16, 84])
     return (q84 - q16) / 2
 
@@ -86,6 +88,16 @@ def _resolution(events) -> float:
 def test_muon_resolution_matches_reference(held_out):
     full, flash = held_out["dy_mumu"]
     assert _resolution(flash) == pytest.approx(_resolution(full), rel=0.2)
+
+
+def test_electrons_match_reference(held_out):
+    full, flash = held_out["dy_ee"]
+    assert _resolution(flash, "Electron") == pytest.approx(_resolution(full, "Electron"), rel=0.25)
+    prompt = [e.Electron[e.Electron.genPartFlav == 1] for e in (full, flash)]
+    per_event = [float(ak.mean(ak.num(p))) for p in prompt]
+    assert per_event[1] == pytest.approx(per_event[0], rel=0.1)
+    tight = [float(ak.mean(ak.flatten(p.cutBased) >= 4)) for p in prompt]
+    assert tight[1] == pytest.approx(tight[0], abs=0.08)
 
 
 def _btag_efficiency(events) -> float:
@@ -122,7 +134,7 @@ def test_forward_jet_efficiency_matches_reference(held_out):
 def test_discrete_branches_on_allowed_values(held_out):
     schema = load_schema()
     _, flash = held_out["ttbar"]
-    for collection in ("Muon", "Jet"):
+    for collection in ("Muon", "Electron", "Jet"):
         for field, spec in schema.collections[collection].branches.items():
             if spec.allowed is None or field not in flash[collection].fields:
                 continue

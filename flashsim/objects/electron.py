@@ -15,7 +15,12 @@ Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047, as for muons):
   conversions passing the loose GsfElectron preselection, electrons of GenPart particles
   outside the GEN selection;
 * ``fake_electron_flow`` — their properties given the GenJet context of
-  :mod:`flashsim.objects.jet` and their count in the jet; :math:`p_T` relative to the GenJet.
+  :mod:`flashsim.objects.jet` and their count in the jet; :math:`p_T` relative to the GenJet;
+* ``pileup_electron_multiplicity`` and ``pileup_electron_flow`` — per event, the RECO
+  electrons with neither a GEN electron nor a GenJet near them (at pileup 30 more than a third
+  of the non-GEN electrons of Drell-Yan: almost all from pileup vertices, mostly soft), given
+  the event's pileup and GEN activity (:func:`flashsim.objects.fake_jet.event_activity`),
+  as fake jets are.
 
 Targets: :math:`p_T` ratio, :math:`\Delta\eta`, :math:`\Delta\phi`, the charge flip (fakes:
 the charge), and the electron branches that are measurements (:data:`CONTINUOUS`,
@@ -46,7 +51,7 @@ from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.electron_working_points import HIDDEN, derived_ids, hidden_from_bitmaps
 from flashsim.nanoaod.mc_match import gen_match
-from flashsim.objects import jet
+from flashsim.objects import fake_jet, jet
 from flashsim.objects.common import discrete, flat, nearest, sample_counted, typed
 from flashsim.objects.lepton import (
     CONTEXT,
@@ -73,8 +78,9 @@ __all__ = [
 PT_MIN = 5.0
 """NanoAOD stores slimmedElectrons with pT > 5 GeV."""
 MAX_FAKES_PER_JET = 2
+MAX_PILEUP_ELECTRONS = 3
 _JET_CONE = 0.4
-TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Electron", "genWeight", "run",
+TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Electron", "genWeight", "run",
                   "luminosityBlock", "event"]
 
 #: generated electron branches with their transform before the flow
@@ -115,6 +121,15 @@ FAKE_TARGETS = (
     *PROPERTIES,
 )
 
+PILEUP_CONTEXT = (*fake_jet.EVENT_CONTEXT, ColumnSpec("n_fake"))
+PILEUP_TARGETS = (
+    ColumnSpec("pt", transform="log"),
+    ColumnSpec("eta", spikes=False),
+    ColumnSpec("phi", spikes=False),
+    ColumnSpec("charge", "discrete", values=(-1.0, 1.0)),
+    *PROPERTIES,
+)
+
 MODELS = {
     "electron_efficiency": ModelSpec("electron_efficiency", "electron", "classifier", CONTEXT),
     "electron_flow": ModelSpec("electron_flow", "electron", "flow", CONTEXT, TARGETS),
@@ -123,6 +138,11 @@ MODELS = {
                                             max_count=MAX_FAKES_PER_JET),
     "fake_electron_flow": ModelSpec("fake_electron_flow", "electron", "flow", FAKE_CONTEXT,
                                     FAKE_TARGETS),
+    "pileup_electron_multiplicity": ModelSpec("pileup_electron_multiplicity", "electron",
+                                              "multiplicity", fake_jet.EVENT_CONTEXT,
+                                              max_count=MAX_PILEUP_ELECTRONS),
+    "pileup_electron_flow": ModelSpec("pileup_electron_flow", "electron", "flow",
+                                      PILEUP_CONTEXT, PILEUP_TARGETS),
 }
 
 
@@ -145,9 +165,9 @@ def _properties(reco: ak.Array) -> dict:
 
 
 def training_tables(chunk: dict) -> dict[str, TrainingTable]:
-    """Training rows from a NANOAODSIM chunk: GEN-matched electrons by ``genPartIdx``, the
-    others by the nearest GenJet within :math:`\\Delta R < 0.4` (module doc); the share of
-    those without a GenJet, which no model covers, is recorded as ``info["unassigned"]``."""
+    r"""Training rows from a NANOAODSIM chunk: GEN-matched electrons by ``genPartIdx``, the
+    others by the nearest GenJet within :math:`\Delta R < 0.4`, the rest per event (module
+    doc)."""
     efficiency, reco, g, others = training_pairs(chunk, gen_electrons(chunk), chunk["Electron"])
     flow = row_table(chunk, {c.name: g[c.name] for c in CONTEXT},
                      {**kinematic_targets(reco, g), **_properties(reco)}, reco.pt)
@@ -165,11 +185,22 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     targets = {"pt_ratio": fakes.pt / host.gen_pt, "deta": fakes.eta - host.gen_eta,
                "dphi": delta_phi(fakes.phi, host.gen_phi), "charge": fakes.charge,
                **_properties(fakes)}
-    total = int(ak.sum(ak.num(others.pt)))
-    fake_flow = row_table(chunk, context, targets, fakes.pt,
-                          {"unassigned": 1.0 - int(ak.sum(ak.num(fakes.pt))) / max(total, 1)})
+    fake_flow = row_table(chunk, context, targets, fakes.pt)
+
+    pileup = others[~inside]
+    activity = fake_jet.event_activity(chunk)
+    n_pileup = np.asarray(ak.num(pileup.pt), dtype=np.float64)
+    pileup_multiplicity = row_table(chunk, activity,
+                                    {"n": np.minimum(n_pileup, MAX_PILEUP_ELECTRONS)}, None)
+    per_electron = {k: ak.broadcast_arrays(v, pileup.pt)[0]
+                    for k, v in {**activity, "n_fake": n_pileup}.items()}
+    pileup_flow = row_table(chunk, per_electron,
+                            {"pt": pileup.pt, "eta": pileup.eta, "phi": pileup.phi,
+                             "charge": pileup.charge, **_properties(pileup)}, pileup.pt)
     return {"electron_efficiency": efficiency, "electron_flow": flow,
-            "fake_electron_multiplicity": multiplicity, "fake_electron_flow": fake_flow}
+            "fake_electron_multiplicity": multiplicity, "fake_electron_flow": fake_flow,
+            "pileup_electron_multiplicity": pileup_multiplicity,
+            "pileup_electron_flow": pileup_flow}
 
 
 def _sample_fakes(gen: dict, models, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
@@ -211,9 +242,18 @@ def simulate(gen: dict, models, rng: np.random.Generator, rho: np.ndarray) -> ak
     matched["genPartIdx"] = flat(kept.index)
     matched["genPartFlav"] = flat(gen_flavour(kept))
     fakes, fake_counts = _sample_fakes(gen, models, rng)
-    fakes = _fields(fakes)
+    pileup_counts, _, pileup = sample_counted(models["pileup_electron_multiplicity"],
+                                              models["pileup_electron_flow"],
+                                              fake_jet.event_activity(gen), rng)
+    # electrons from jets and from pileup, each event's from jets first
+    order = np.argsort(np.concatenate([np.repeat(np.arange(n_events), fake_counts),
+                                       np.repeat(np.arange(n_events), pileup_counts)]),
+                       kind="stable")
+    fakes = _fields({k: np.concatenate([np.asarray(fakes[k], np.float64),
+                                        np.asarray(pileup[k], np.float64)])[order]
+                     for k in set(fakes) & set(pileup)})
     evt = {"matched": np.repeat(np.arange(n_events), counts),
-           "fakes": np.repeat(np.arange(n_events), fake_counts)}
+           "fakes": np.repeat(np.arange(n_events), fake_counts + pileup_counts)}
     offsets = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(gen["GenPart"].pt)))])
     taken = (offsets[evt["matched"]] + matched["genPartIdx"]).astype(np.int64)
     fakes["genPartIdx"], fakes["genPartFlav"] = gen_match(

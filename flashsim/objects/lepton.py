@@ -126,14 +126,17 @@ def kinematic_targets(reco: ak.Array, g: ak.Array) -> dict:
             "dphi": delta_phi(reco.phi, g.gen_phi), "charge_flip": reco.charge * g.gen_charge}
 
 
-def row_table(chunk: dict, context: dict, targets: dict, like: ak.Array, info: dict | None = None
-              ) -> TrainingTable:
-    """A :class:`TrainingTable` with one row per object of ``like`` (``N * var``)."""
+def row_table(chunk: dict, context: dict, targets: dict, like: ak.Array | None,
+              info: dict | None = None) -> TrainingTable:
+    """A :class:`TrainingTable` with one row per object of ``like`` (``N * var``), or per
+    event with ``like=None``."""
     weight, key = event_weights(chunk), event_keys(chunk)
-    w, k = ak.broadcast_arrays(weight, like)[0], ak.broadcast_arrays(key, like)[0]
+    if like is not None:
+        weight, key = ak.broadcast_arrays(weight, like)[0], ak.broadcast_arrays(key, like)[0]
     return TrainingTable({n: flat(v) for n, v in context.items()},
-                         {n: flat(v) for n, v in targets.items()}, flat(w),
-                         np.asarray(ak.flatten(k), dtype=np.uint64), info or {})
+                         {n: flat(v) for n, v in targets.items()}, flat(weight),
+                         np.asarray(ak.to_numpy(ak.flatten(key, axis=None)), dtype=np.uint64),
+                         info or {})
 
 
 def momentum_delta(reco, g) -> tuple[np.ndarray, np.ndarray]:
