@@ -52,6 +52,12 @@ def test_classifier_two_sample_test():
     # the attribution names the shifted column as the one carrying the AUC
     assert shifted["attribution"][0][0] == 0 and shifted["attribution"][0][1] > 0.1
     assert all(abs(drop) < 0.05 for _, drop in shifted["attribution"][1:])
+    # a column with no value anywhere (a muon feature in Z -> ee) is left out, not an error
+    empty_column = np.full((1000, 1), np.nan)
+    padded = metrics.classifier_two_sample_test(np.hstack([empty_column, a]),
+                                                np.hstack([empty_column, b + [1.0, 0, 0]]),
+                                                repeats=2, seed=1)
+    assert padded["auc"] > 0.6 and padded["attribution"][0][0] == 1
     # identical twins grouped by event: nothing to learn, exactly 0.5 expected
     twins = metrics.classifier_two_sample_test(a, a, groups_full=np.arange(1000),
                                                groups_flash=np.arange(1000), repeats=3)

@@ -57,7 +57,9 @@ output so that the quantiles :math:`D_{80}, D_{90}` of prompt electrons land on 
 cuts. Isolation, IDs, jet links and GEN matching are applied by the detector after particle
 flow (:func:`isolation`, :func:`identification`).
 
-All numbers are in :class:`~flashsim.refdet.config.DetectorConfig`.
+The physics parameters are in :class:`~flashsim.refdet.config.DetectorConfig`; the crystal
+windows (3x3, 5x5 of 0.0174 in eta and phi) and the shapes of the per-candidate fluctuations
+are named where they are used.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ data/Fall17/effAreaElectrons_cone03_pfNeuHadronsAndPhotons_94X.txt), by |eta_SC|
 _BARREL = 1.479
 _GAP = (1.4442, 1.566)
 _CLIP_D = 25.0
+_CRYSTAL = 0.0174
+_WINDOW_3X3 = 1.5 * _CRYSTAL
+_WINDOW_5X5 = 2.5 * _CRYSTAL
 
 
 def _barrel(eta: np.ndarray) -> np.ndarray:
@@ -252,9 +257,9 @@ def reconstruct_electrons(cols: dict, kin: dict, tracks: Tracks, deposits: dict,
     brem_converted = 1.0 - np.exp(-7.0 / 9.0 * 0.5 * t_mat)
     core = rng.normal(0.94, 0.02, n)
     in5 = np.where(electron, np.minimum(core + 0.04, 1.0) * (z_kept + fbrem * (1 - brem_converted)
-                   * np.clip(0.044 / np.maximum(spread, 1e-6), 0, 1)), 0.85)
+                   * np.clip(_WINDOW_5X5 / np.maximum(spread, 1e-6), 0, 1)), 0.85)
     in3 = np.where(electron, core * (z_kept + fbrem * (1 - brem_converted)
-                                     * np.clip(0.026 / np.maximum(spread, 1e-6), 0, 1)),
+                                     * np.clip(_WINDOW_3X3 / np.maximum(spread, 1e-6), 0, 1)),
                    rng.uniform(0.4, 0.9, n))
 
     reach = max(cfg.hoe_cone, cfg.sc_window_deta)
@@ -264,8 +269,8 @@ def reconstruct_electrons(cols: dict, kin: dict, tracks: Tracks, deposits: dict,
     ia, ib, deta, dphi = ia[others], ib[others], deta[others], dphi[others]
     ecal_j, hcal_j = dep["ecal"][ib], dep["hcal"][ib]
     in_sc = (np.abs(deta) < cfg.sc_window_deta) & (np.abs(dphi) < cfg.sc_window_dphi)
-    in_5x5 = (np.abs(deta) < 0.044) & (np.abs(dphi) < 0.044)
-    in_3x3 = (np.abs(deta) < 0.026) & (np.abs(dphi) < 0.026)
+    in_5x5 = (np.abs(deta) < _WINDOW_5X5) & (np.abs(dphi) < _WINDOW_5X5)
+    in_3x3 = (np.abs(deta) < _WINDOW_3X3) & (np.abs(dphi) < _WINDOW_3X3)
 
     def add(mask, weights):
         return np.bincount(ia[mask], weights=weights[mask], minlength=n)

@@ -195,16 +195,21 @@ def classifier_two_sample_test(
         train, test = in_train, ~in_train
         if len(np.unique(y[test])) < 2 or len(np.unique(y[train])) < 2:
             continue
+        # a column without any value (no muon in a Z -> ee event) carries nothing, and the
+        # classifier cannot bin it
+        usable = np.flatnonzero(~np.all(np.isnan(x[train]), axis=0))
+        x_train, x_test = x[train][:, usable], x[test][:, usable]
         weight = np.where(y[train] == 1, 1.0 / np.sum(y[train] == 1), 1.0 / np.sum(y[train] == 0))
         model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1,
                                                random_state=int(rng.integers(2**31)))
-        model.fit(x[train], y[train], sample_weight=weight * train.sum())
-        aucs.append(float(roc_auc_score(y[test], model.predict_proba(x[test])[:, 1])))
+        model.fit(x_train, y[train], sample_weight=weight * train.sum())
+        aucs.append(float(roc_auc_score(y[test], model.predict_proba(x_test)[:, 1])))
         nulls.append(auc_null_sigma(int(np.sum(y[test] == 0)), int(np.sum(y[test] == 1))))
         if not attribution:
-            drop = permutation_importance(model, x[test], y[test], scoring="roc_auc", n_repeats=3,
+            drop = permutation_importance(model, x_test, y[test], scoring="roc_auc", n_repeats=3,
                                           random_state=int(rng.integers(2**31))).importances_mean
-            attribution = [[int(i), float(drop[i])] for i in np.argsort(-drop)[:ATTRIBUTION_TOP]]
+            attribution = [[int(usable[i]), float(drop[i])]
+                           for i in np.argsort(-drop)[:ATTRIBUTION_TOP]]
     if not aucs:
         return empty
     spread = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan
