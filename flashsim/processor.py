@@ -129,7 +129,7 @@ class FlashSimProcessor(processor.ProcessorABC):
     >>> [(c["entry_start"], c["entry_stop"]) for c in result["chunks"]]
     [(0, 10), (10, 20)]
     >>> sorted(result["stage_seconds"])
-    ['assembly', 'fake_jet', 'jet', 'met_pv', 'muon', 'read', 'write']
+    ['assembly', 'electron', 'fake_jet', 'jet', 'met_pv', 'muon', 'read', 'write']
     """
 
     def __init__(
