@@ -314,3 +314,25 @@ def test_electron_jet_links_and_particle_flow(samples):
     with_e = ak.to_numpy(ak.num(hard)) > 0
     assert with_e.sum() > 10
     assert np.median(np.hypot(dx, dy)[with_e]) < 0.7 * np.median(np.hypot(dx + ex, dy + ey)[with_e])
+
+
+def test_pairs_near_finds_exactly_the_window_pairs():
+    from flashsim.kinematics import delta_phi
+    from flashsim.refdet.matching import pairs_near
+
+    rng = np.random.default_rng(1)
+    evt_a, evt_b = np.sort(rng.integers(0, 20, 200)), rng.integers(0, 20, 3000)
+    eta_a, phi_a = rng.uniform(-3, 3, 200), rng.uniform(-np.pi, np.pi, 200)
+    eta_b, phi_b = rng.uniform(-5, 5, 3000), rng.uniform(-np.pi, np.pi, 3000)
+    ia, ib, deta, dphi = pairs_near(evt_a, eta_a, phi_a, evt_b, eta_b, phi_b, 0.3, 0.2)
+    brute = ((evt_a[:, None] == evt_b[None, :]) & (np.abs(eta_b[None, :] - eta_a[:, None]) <= 0.3)
+             & (np.abs(delta_phi(phi_b[None, :], phi_a[:, None])) <= 0.2))
+    rows, cols = np.nonzero(brute)
+    assert set(zip(ia.tolist(), ib.tolist(), strict=True)) == set(zip(rows.tolist(), cols.tolist(), strict=True))
+    np.testing.assert_allclose(deta, eta_b[ib] - eta_a[ia])
+    # no objects on either side: no pairs, no error
+    empty = np.zeros(0)
+    assert all(len(x) == 0 for x in pairs_near(empty.astype(int), empty, empty, evt_b, eta_b,
+                                                phi_b, 0.3, 0.2))
+    assert all(len(x) == 0 for x in pairs_near(evt_a, eta_a, phi_a, empty.astype(int), empty,
+                                                empty, 0.3, 0.2))

@@ -27,6 +27,9 @@
 # recomputes from the sampled values. A retrain with the current code (same settings, 37
 # min) passed 6% fewer flash events through the benchmark's two-tight-isolated-muon cut
 # than the full simulation, against 2% for the shipped one, so the shipped one stays.
+# The electron models were added later, trained with this script's electron step on one CPU
+# core (21 min; `flashsim train electron --data dy_ee_12000_seed104.root --data
+# ttbar_6000_seed105.root --config training/configs/default.yaml`), the other models untouched.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
 # Re-running resumes: existing samples are kept (their names carry events, seed and the

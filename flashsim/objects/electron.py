@@ -105,30 +105,22 @@ PROPERTIES = (
     *(ColumnSpec(name, "discrete", values=(0.0, 1.0, 2.0, 3.0, 4.0) if name.startswith("vid_")
                  else (0.0, 1.0)) for name in HIDDEN),
 )
-TARGETS = (
-    ColumnSpec("pt_ratio", transform="log"),
-    ColumnSpec("deta", spikes=False),
-    ColumnSpec("dphi", spikes=False),
-    ColumnSpec("charge_flip", "discrete", values=(-1.0, 1.0)),
-    *PROPERTIES,
-)
-FAKE_CONTEXT = (*jet.CONTEXT, ColumnSpec("n_fake"))
-FAKE_TARGETS = (
-    ColumnSpec("pt_ratio", transform="log"),
-    ColumnSpec("deta", spikes=False),
-    ColumnSpec("dphi", spikes=False),
-    ColumnSpec("charge", "discrete", values=(-1.0, 1.0)),
-    *PROPERTIES,
-)
 
+
+def _targets(relative: bool, charge: str) -> tuple[ColumnSpec, ...]:
+    """pT, eta, phi (as ratio and offsets to a GEN object when ``relative``), the charge
+    column (``charge_flip`` relative to a GEN electron, or ``charge``) and the properties."""
+    kinematics = ("pt_ratio", "deta", "dphi") if relative else ("pt", "eta", "phi")
+    return (ColumnSpec(kinematics[0], transform="log"), ColumnSpec(kinematics[1], spikes=False),
+            ColumnSpec(kinematics[2], spikes=False),
+            ColumnSpec(charge, "discrete", values=(-1.0, 1.0)), *PROPERTIES)
+
+
+TARGETS = _targets(True, "charge_flip")
+FAKE_CONTEXT = (*jet.CONTEXT, ColumnSpec("n_fake"))
+FAKE_TARGETS = _targets(True, "charge")
 PILEUP_CONTEXT = (*fake_jet.EVENT_CONTEXT, ColumnSpec("n_fake"))
-PILEUP_TARGETS = (
-    ColumnSpec("pt", transform="log"),
-    ColumnSpec("eta", spikes=False),
-    ColumnSpec("phi", spikes=False),
-    ColumnSpec("charge", "discrete", values=(-1.0, 1.0)),
-    *PROPERTIES,
-)
+PILEUP_TARGETS = _targets(False, "charge")
 
 MODELS = {
     "electron_efficiency": ModelSpec("electron_efficiency", "electron", "classifier", CONTEXT),

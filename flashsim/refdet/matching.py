@@ -55,7 +55,7 @@ def pairs_near(evt_a: np.ndarray, eta_a: np.ndarray, phi_a: np.ndarray, evt_b: n
     hi = np.searchsorted(key_sorted, evt_a * span + eta_a + max_deta, side="right")
     count = hi - lo
     ia = np.repeat(np.arange(len(evt_a)), count)
-    first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    first = np.cumsum(count) - count  # position of each a's first pair
     ib = order[np.repeat(lo, count) + np.arange(len(ia)) - np.repeat(first, count)]
     dphi = delta_phi(phi_b[ib], phi_a[ia])
     keep = np.abs(dphi) <= max_dphi
