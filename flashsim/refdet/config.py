@@ -31,12 +31,14 @@ from dataclasses import dataclass
 
 __all__ = ["DETECTOR_VERSION", "DetectorConfig"]
 
-DETECTOR_VERSION = 2
+DETECTOR_VERSION = 3
 """Version of the reference detector's physics, recorded in every --refsim file's provenance and
 in the training-sample names (training/train_defaults.sh), so samples of an older detector are
 never mistaken for current ones.  1: the first detector.  2: every copy of an overlaid
 minimum-bias event rotated in azimuth and mirrored in z at random, pools keyed by
-(seed, chunk), track and muon direction resolution."""
+(seed, chunk), track and muon direction resolution.  3: electrons; PF electrons absorb their
+supercluster's photons (no longer in a jet's neutral EM fraction), Jet_nMuons/nElectrons count
+the linked NanoAOD leptons."""
 
 
 @dataclass(frozen=True)
