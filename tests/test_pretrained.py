@@ -69,7 +69,8 @@ def test_files_use_no_more_mantissa_bits_than_real_nanoaod(held_out_files, refer
         with uproot.open(path) as file:
             shared = sorted(real & set(file["Events"].keys()))
             arrays = file["Events"].arrays(shared, library="np")
-        assert {"GenPart_eta", "Muon_eta", "Jet_pt", "Jet_chHEF", "MET_phi", "PV_z"} <= set(shared)
+        assert {"GenPart_eta", "Muon_eta", "Electron_eta", "Electron_sieie", "Jet_pt", "Jet_chHEF",
+                "MET_phi", "PV_z"} <= set(shared)
         too_fine = {n: mantissa_bits_used(np.concatenate([np.atleast_1d(v) for v in arrays[n]]))
                     for n in shared}
         assert {n: b for n, b in too_fine.items() if b > schema.branch(n).precision} == {}, path
