@@ -170,11 +170,14 @@ def export_onnx(model_dir, output) -> None:
 @click.option("--plots", "plots_mode", type=click.Choice(["all", "key", "none"]), default="all",
               show_default=True, help="Figures: one per branch, key branches only, or none.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def validate(full, flash, output, plots_mode, seed) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bar (also off when stderr is not a "
+              "terminal).")
+def validate(full, flash, output, plots_mode, seed, quiet) -> None:
     """Compare flash NANOAOD with the full simulation of the same GEN events."""
     from flashsim.validation import run_validation
 
-    run_validation(list(full), list(flash), output, plots_mode=plots_mode, seed=seed)
+    run_validation(list(full), list(flash), output, plots_mode=plots_mode, seed=seed,
+                   progress=_show_progress(quiet))
     click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
 
 

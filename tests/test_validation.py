@@ -106,6 +106,16 @@ def test_validate_self_comparison_is_perfect(self_report):
     assert eff["full"] == eff["flash"]
 
 
+def test_validate_progress_bar_counts_the_steps(reference_nano, tmp_path, capsys):
+    from flashsim.validation import run_validation
+
+    result = run_validation([reference_nano], [reference_nano], tmp_path / "report",
+                            plots_mode="none", progress=True)
+    steps = len(result["objects"]) + 5  # views, then response ... tagging
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert bar.startswith("validate: 100%") and f"{steps}/{steps}" in bar, bar
+
+
 def test_validate_rejects_unmatched_events(reference_nano, tmp_path):
     import uproot
 

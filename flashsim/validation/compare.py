@@ -540,13 +540,18 @@ def run_validation(
     *,
     plots_mode: str = "all",
     seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """``flashsim validate``: compare flash NANOAOD with the full simulation of the same GEN
     events; write PNGs, ``summary.md`` and ``metrics.json`` to ``outdir``; return the metrics.
 
     ``plots_mode``: 'all' (a figure per branch), 'key' (pT, η, b tag, isolation plus all
-    resolution/efficiency/ROC views) or 'none'.
+    resolution/efficiency/ROC views) or 'none'. ``progress`` shows a bar of the comparison
+    steps (one per object view, then the response, efficiency, pileup-jet, event and tagging
+    comparisons), each of which trains classifiers or draws figures for several seconds.
     """
+    from tqdm import tqdm
+
     from flashsim.validation.report import write_validation_report
 
     if plots_mode not in ("all", "key", "none"):
@@ -575,7 +580,16 @@ def run_validation(
     }
     has_match = all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
     views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
-    for view in (v for v in views_full if v in views_flash):
+    views = [v for v in views_full if v in views_flash]
+    steps = {"response": lambda: compare_response(full, flash, figdir),
+             "efficiency": lambda: compare_efficiency(full, flash, figdir),
+             "pileup_jets": lambda: compare_pileup_jets(full, flash, figdir),
+             "events": lambda: compare_events(full, flash, full_twin, flash0, seed=seed),
+             "tagging": lambda: compare_tagging(full, flash, figdir)}
+    bar = tqdm(total=len(views) + len(steps), unit="step", desc="validate", dynamic_ncols=True,
+               disable=not progress)
+    for view in views:
+        bar.set_postfix_str(view)
         collection = view.split("_")[0]
         known = schema.collections[collection].branches
         both = [f for f in known if f in full_sample.fields[collection]
@@ -586,10 +600,11 @@ def run_validation(
             set(flash_sample.fields[collection]) - set(full_sample.fields[collection]))
         result["objects"][view] = compare_branches(view, views_full[view], views_flash[view], both,
                                                    figdir, plot_fields=plot_fields, seed=seed)
-    result["response"] = compare_response(full, flash, figdir)
-    result["efficiency"] = compare_efficiency(full, flash, figdir)
-    result["pileup_jets"] = compare_pileup_jets(full, flash, figdir)
-    result["events"] = compare_events(full, flash, full_twin, flash0, seed=seed)
-    result["tagging"] = compare_tagging(full, flash, figdir)
+        bar.update()
+    for name, step in steps.items():
+        bar.set_postfix_str(name)
+        result[name] = step()
+        bar.update()
+    bar.close()
     write_validation_report(result, outdir)
     return result
