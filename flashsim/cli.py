@@ -64,6 +64,9 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
               help="Model directory (default: the shipped models).")
 @click.option("--oversample", type=int, default=1, show_default=True,
               help="Simulate every GEN event K times with independent noise.")
+@click.option("--model-draws", type=int, default=1, show_default=True,
+              help="Simulate every GEN event once per weight draw 0..K-1 of Bayesian models "
+                   "(branch flashsimModelDraw); 1: their mean weights.")
 @click.option("--executor", type=click.Choice(["iterative", "futures", "dask"]),
               default="iterative", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True,
@@ -85,15 +88,15 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
                    "(default: 2000 on cpu, 20000 on cuda).")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
-def simulate(inputs, output, models, oversample, executor, workers, scheduler, chunksize, seed,
-             backend, process, n_events, device, batch_events, quiet) -> None:
+def simulate(inputs, output, models, oversample, model_draws, executor, workers, scheduler,
+             chunksize, seed, backend, process, n_events, device, batch_events, quiet) -> None:
     """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
     from flashsim import simulation
     from flashsim.runtime import BATCH_EVENTS, GPU_BATCH_EVENTS
 
     if batch_events is None:
         batch_events = BATCH_EVENTS if device == "cpu" else GPU_BATCH_EVENTS
-    batching = {"device": device, "batch_events": batch_events,
+    batching = {"device": device, "batch_events": batch_events, "model_draws": model_draws,
                 "progress": _show_progress(quiet)}
 
     if process is not None:
@@ -129,12 +132,14 @@ def simulate(inputs, output, models, oversample, executor, workers, scheduler, c
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML with `defaults` and per-model `models.NAME` settings.")
 @click.option("--seed", type=int, default=None, help="Training seed (default 1).")
+@click.option("--bayesian", is_flag=True, default=None,
+              help="Bayesian flows: Gaussian weights trained on the ELBO (config key bayesian).")
 @click.option("--max-events", type=int, default=None, help="Use at most N events in total.")
 @click.option("--model", "only", multiple=True,
               help="Train only this model of OBJECT, e.g. jet_efficiency (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
-def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
+def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed, bayesian,
           max_events, only, quiet) -> None:
     """Train the models of OBJECT (muon, electron, jet, fake_jet, met or all) on NANOAODSIM files."""
     from flashsim.objects.training import train_object
@@ -142,7 +147,8 @@ def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed,
     metrics = train_object(obj, list(data), model_dir, config_path=config_path,
                            max_events=max_events, only=list(only) or None,
                            epochs=epochs, batch_size=batch_size,
-                           device=device, seed=seed, progress=_show_progress(quiet))
+                           device=device, seed=seed, bayesian=bayesian or None,
+                           progress=_show_progress(quiet))
     for name, m in metrics.items():
         click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "
                    f"(best epoch {m['best_epoch']})")

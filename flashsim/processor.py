@@ -7,8 +7,9 @@
    not copied);
 2. simulates the chunk in batches of output events with
    :func:`flashsim.runtime.simulate_batches`: every event replicated ``oversample`` times
-   (branch ``flashsimReplica``), then efficiency, flow and post-processing of every object,
-   cross-references rebuilt;
+   (branch ``flashsimReplica``) and, with ``model_draws`` K > 1, once per weight draw of the
+   Bayesian models (branch ``flashsimModelDraw``), then efficiency, flow and post-processing
+   of every object, cross-references rebuilt;
 3. appends each batch, GEN + flash RECO, to the chunk's file with the project's NanoAOD
    writer, so that one batch, not the chunk, is in memory at a time;
 4. returns the bookkeeping as a coffea accumulator.
@@ -93,6 +94,9 @@ class FlashSimProcessor(processor.ProcessorABC):
         The run's seed; each chunk derives its own from it.
     oversample:
         Simulate every GEN event this many times with independent noise.
+    model_draws:
+        K > 1: simulate every GEN event once per weight draw 0..K-1 of the Bayesian models
+        (:func:`flashsim.runtime.simulate_batches`); 1: their mean weights.
     backend:
         ``"torch"`` or ``"onnx"``.
     device:
@@ -139,6 +143,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         models: str | Path | None = None,
         seed: int = 1,
         oversample: int = 1,
+        model_draws: int = 1,
         backend: str = "torch",
         device: str = "cpu",
         batch_events: int = BATCH_EVENTS,
@@ -148,6 +153,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         self.models = None if models is None else str(models)
         self.seed = seed
         self.oversample = oversample
+        self.model_draws = model_draws
         self.backend = backend
         self.device = device
         self.batch_events = batch_events
@@ -175,10 +181,10 @@ class FlashSimProcessor(processor.ProcessorABC):
         stages["read"] = time.perf_counter() - began
         name = f"{meta.get('dataset', 'flash')}_{file_key[:12]}_{start}_{stop}.root"
         path = Path(self.output_dir) / name
-        n_out = len(gen["event"]) * self.oversample
+        n_out = len(gen["event"]) * self.oversample * self.model_draws
         batches = simulate_batches(gen, models, chunk_seed(self.seed, file_key, start, stop),
-                                   oversample=self.oversample, batch_events=self.batch_events,
-                                   timings=stages)
+                                   oversample=self.oversample, model_draws=self.model_draws,
+                                   batch_events=self.batch_events, timings=stages)
         with tqdm(total=n_out, unit="ev", desc=f"{Path(meta['filename']).name} [{start}:{stop}]",
                   disable=not self.progress, leave=False, dynamic_ncols=True) as bar, \
                 NanoAODWriter(path, runs=runs) as writer:

@@ -12,8 +12,9 @@ and the VBF H→μμ benchmark — runs a chunk the same way, with these pieces:
   way in every worker;
 - :func:`simulate_batches`: GEN chunk in, GEN + flash RECO out in batches of at most
   :data:`BATCH_EVENTS` output events (each batch replicated by :func:`replicate` on its own),
-  so memory stays bounded whatever the chunk size and the oversampling;
-  :func:`gen_names` are the GEN names passed through;
+  so memory stays bounded whatever the chunk size and the oversampling; with
+  ``model_draws`` K > 1 the chunk is simulated once per weight draw of the Bayesian models
+  (:func:`check_model_draws`); :func:`gen_names` are the GEN names passed through;
 - :func:`scaled_runs`: the input's ``Runs`` tree scaled by the oversampling;
 - :func:`quiet_coffea`, :class:`QuietNanoAODSchema`: coffea without its warnings about
   collections and cross-references that GEN inputs and flash outputs do not have.
@@ -30,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from coffea.nanoevents import NanoAODSchema
 
+from flashsim.errors import FlashSimError
 from flashsim.nanoaod.reader import read_runs
-from flashsim.nanoaod.schema import load_schema
+from flashsim.nanoaod.schema import branch_dtype, load_schema
 from flashsim.seeds import seed_sequence
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "GPU_BATCH_EVENTS",
     "QuietNanoAODSchema",
     "batch_rng",
+    "check_model_draws",
     "chunk_seed",
     "gen_names",
     "one_torch_thread",
@@ -152,8 +155,26 @@ def replicate(gen: dict, copies: int, start: int = 0, stop: int | None = None) -
     return out
 
 
+def check_model_draws(models, model_draws: int) -> None:
+    """Raise :class:`FlashSimError` unless ``models`` can be simulated with ``model_draws``
+    weight draws: at least 1, and more than 1 only for Bayesian models on the torch backend."""
+    if model_draws < 1:
+        raise FlashSimError(f"--model-draws must be at least 1 (got {model_draws})")
+    if model_draws == 1:
+        return
+    if not models.bayesian:
+        raise FlashSimError(f"--model-draws {model_draws} needs Bayesian models, but the models "
+                            f"in {models.directory} are deterministic: drop --model-draws, or "
+                            "train Bayesian ones with `flashsim train OBJECT --bayesian`")
+    if models.backend != "torch":
+        raise FlashSimError(f"--model-draws {model_draws} draws weights with the torch backend; "
+                            f"the {models.backend} backend runs the mean weights: drop --backend "
+                            f"{models.backend}")
+
+
 def simulate_batches(gen: dict, models, chunk: np.random.SeedSequence, *, oversample: int = 1,
-                     batch_events: int = BATCH_EVENTS, timings: dict[str, float] | None = None,
+                     model_draws: int = 1, batch_events: int = BATCH_EVENTS,
+                     timings: dict[str, float] | None = None,
                      progress: Callable[[int], object] | None = None) -> Iterator[dict]:
     """GEN chunk in; GEN + flash RECO out, in the writer's chunk format, one batch at a time.
 
@@ -161,8 +182,15 @@ def simulate_batches(gen: dict, models, chunk: np.random.SeedSequence, *, oversa
     ``batch_events``; batch ``b`` is replicated (:func:`replicate`) and simulated on its own
     with :func:`batch_rng` ``(chunk, b)``. Only one batch is in memory at a time, so the peak
     does not grow with the chunk size or the oversampling. The output is a pure function of
-    ``(chunk, oversample, batch_events)``. An empty chunk gives one empty batch (a writer
-    needs one to know the layout).
+    ``(chunk, oversample, model_draws, batch_events)``. An empty chunk gives one empty batch
+    (a writer needs one to know the layout).
+
+    ``model_draws`` K = 1 runs the models' mean weights. K > 1 simulates the chunk K times,
+    once with each weight draw ``k`` of the Bayesian models
+    (:meth:`flashsim.models.ModelSet.use_weight_draw`), numbered by the branch
+    ``flashsimModelDraw``; draw ``k`` reuses the noise of the mean-weights run (the same
+    :func:`batch_rng` ``(chunk, b)``), so the draws differ by their weights alone and their
+    spread in a histogram bin is the model uncertainty, apart from the statistical one.
 
     ``timings``, if given, accumulates the seconds per simulation stage
     (see :func:`flashsim.objects.simulate_reco`); ``progress``, if given, is called with
@@ -172,12 +200,24 @@ def simulate_batches(gen: dict, models, chunk: np.random.SeedSequence, *, oversa
 
     if batch_events < 1:
         raise ValueError(f"batch_events must be at least 1 (got {batch_events})")
+    check_model_draws(models, model_draws)
     n_out = len(gen["event"]) * oversample
-    for index, start in enumerate(range(0, max(n_out, 1), batch_events)):
-        batch = replicate(gen, oversample, start, min(start + batch_events, n_out))
-        yield {**batch, **simulate_reco(batch, models, batch_rng(chunk, index), timings)}
-        if progress is not None:
-            progress(len(batch["event"]))
+    draws = [None] if model_draws == 1 else range(model_draws)
+    try:
+        for draw in draws:
+            if draw is not None:
+                models.use_weight_draw(draw)
+            for index, start in enumerate(range(0, max(n_out, 1), batch_events)):
+                batch = replicate(gen, oversample, start, min(start + batch_events, n_out))
+                if draw is not None:
+                    batch["flashsimModelDraw"] = np.full(len(batch["event"]), draw,
+                                                          branch_dtype("flashsimModelDraw"))
+                yield {**batch, **simulate_reco(batch, models, batch_rng(chunk, index), timings)}
+                if progress is not None:
+                    progress(len(batch["event"]))
+    finally:
+        if model_draws > 1:
+            models.use_weight_draw(None)  # the models are cached per process
 
 
 def scaled_runs(path: str | Path, oversample: int) -> dict | None:

@@ -10,7 +10,8 @@ Two ways in:
 Two ways out: ``OUTPUT`` ending in ``.root`` is one file (chunks merged in input
 order); anything else is a directory with one file per chunk and a
 ``manifest.json``. Either way nothing appears under the requested name until it
-is complete. The manifest's ``notes`` say what the models leave out (a model directory
+is complete. ``model_draws`` K > 1 simulates every GEN event once per weight draw of
+Bayesian models (branch ``flashsimModelDraw``; :func:`flashsim.runtime.simulate_batches`). The manifest's ``notes`` say what the models leave out (a model directory
 without electron models simulates no ``Electron`` collection).
 """
 
@@ -32,6 +33,7 @@ from flashsim.processor import FlashSimProcessor
 from flashsim.runtime import (
     BATCH_EVENTS,
     QuietNanoAODSchema,
+    check_model_draws,
     chunk_seed,
     gen_names,
     quiet_coffea,
@@ -52,6 +54,7 @@ def simulate(
     *,
     models: str | Path | None = None,
     oversample: int = 1,
+    model_draws: int = 1,
     executor: str = "iterative",
     workers: int = 1,
     scheduler: str | None = None,
@@ -87,7 +90,9 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    notes = worker_models(models, backend, device).notes  # fail here, not on a worker
+    loaded = worker_models(models, backend, device)  # fail here, not on a worker
+    check_model_draws(loaded, model_draws)
+    notes = loaded.notes
     output = Path(output)
     single_file = output.suffix == ".root"
     if single_file:
@@ -100,7 +105,7 @@ def simulate(
     try:
         # a bar inside a chunk only where the processor runs in this process
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
-                                  backend=backend, device=device, batch_events=batch_events,
+                                  model_draws=model_draws, backend=backend, device=device, batch_events=batch_events,
                                   progress=progress and executor == "iterative")
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = run_processor(flash, nonempty, executor=executor, workers=workers,
@@ -111,7 +116,7 @@ def simulate(
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
         if not chunks:  # zero events in: a valid, empty NanoAOD out
             chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample,
-                                        device)]
+                                        model_draws, device)]
         manifest = {
             "inputs": [str(p) for p in inputs],
             "outputs": [str(output)] if single_file else
@@ -121,6 +126,7 @@ def simulate(
             "notes": notes,
             "seed": seed,
             "oversample": oversample,
+            "model_draws": model_draws,
             "chunksize": chunksize,
             "batch_events": batch_events,
             "executor": executor,
@@ -149,6 +155,7 @@ def simulate_generated(
     *,
     models: str | Path | None = None,
     oversample: int = 1,
+    model_draws: int = 1,
     seed: int = 1,
     backend: str = "torch",
     batch_size: int = 500,
@@ -178,10 +185,12 @@ def simulate_generated(
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     check_output_file(output, create_folders=True)
     loaded = worker_models(models, backend, device)
+    check_model_draws(loaded, model_draws)
     _ensure_dir(output.parent)
 
     done = 0
-    with NanoAODWriter(output) as writer, tqdm(total=n_events * oversample, unit="ev",
+    with NanoAODWriter(output) as writer, tqdm(total=n_events * oversample * model_draws,
+                                                unit="ev",
                                                 desc=process, disable=not progress,
                                                 dynamic_ncols=True) as bar:
         for batch in generation.iter_batches(process, n_events, seed=seed,
@@ -189,7 +198,8 @@ def simulate_generated(
             n = len(batch.nano["event"])
             sequence = chunk_seed(seed, f"generate:{process}", done, done + n)
             for flash in simulate_batches(batch.nano, loaded, sequence, oversample=oversample,
-                                          batch_events=batch_events, progress=bar.update):
+                                          model_draws=model_draws, batch_events=batch_events,
+                                          progress=bar.update):
                 writer.write(flash)
             done += n
     return {
@@ -198,8 +208,9 @@ def simulate_generated(
         "models": _model_provenance(models, backend),
         "notes": loaded.notes,
         "seed": seed,
+        "model_draws": model_draws,
         "events_in": done,
-        "events_out": done * oversample,
+        "events_out": done * oversample * model_draws,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -288,12 +299,13 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 
 
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
-                      oversample: int, device: str) -> dict:
+                      oversample: int, model_draws: int, device: str) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
         for batch in simulate_batches(gen, worker_models(models, backend, device),
-                                      chunk_seed(0, "", 0, 0), oversample=oversample):
+                                      chunk_seed(0, "", 0, 0), oversample=oversample,
+                                      model_draws=model_draws):
             writer.write(batch)
     return {"path": str(path), "file": str(source), "entry_start": 0, "entry_stop": 0}
 
@@ -307,7 +319,8 @@ def _present(path: str | Path, names) -> list[str]:
 def _merge(chunks: list[dict], output: Path, batch_events: int = BATCH_EVENTS) -> None:
     """Concatenate chunk files, in input order, into one NanoAOD file, ``batch_events``
     events in memory at a time."""
-    names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica"])
+    names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica",
+                                            "flashsimModelDraw"])
     runs_parts = [read_runs(c["path"]) for c in chunks]
     runs = None
     if all(r is not None for r in runs_parts):

@@ -43,6 +43,7 @@ def test_load_schema_is_cached_and_complete():
         "genWeight",
         "fixedGridRhoFastjetAll",
         "flashsimReplica",
+        "flashsimModelDraw",
     ):
         assert name in schema.scalars
     assert list(schema.runs) == ["run", "genEventCount", "genEventSumw", "genEventSumw2"]
@@ -59,6 +60,7 @@ def test_contract_dtypes_and_helpers():
     assert branch_dtype("Jet_btagDeepFlavCvL") == np.float32
     assert branch_dtype("Jet_btagDeepFlavCvB") == np.float32
     assert branch_dtype("flashsimReplica") == np.uint32
+    assert branch_dtype("flashsimModelDraw") == np.uint32
     assert collection_branches("Muon")["pt"].name == "Muon_pt"
     with pytest.raises(FlashSimError, match="Muon_bogus"):
         branch_dtype("Muon_bogus")

@@ -12,6 +12,12 @@ round trip reproduces the same samples for the same noise bit for bit.
 :func:`load_model_set` returns a :class:`ModelSet` (name -> :class:`Model`) for the
 ``torch`` or ``onnx`` (onnxruntime) backend; every :class:`Model` maps named NanoAOD
 context columns and numpy noise to named NanoAOD target columns.
+
+A Bayesian flow (:mod:`flashsim.models.bayesian`) loads with its mean weights;
+:meth:`ModelSet.use_weight_draw` ``(k)`` switches every Bayesian model to its weight draw
+``k``, a pure function of ``(k, model name)``: draw ``k`` is the same model in every run,
+whatever the run's seed, so that variation ``k`` is correlated across the samples of an
+analysis like any named systematic variation. The ONNX backend runs the mean weights.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ import torch
 from torch import nn
 
 from flashsim.errors import FlashSimError
+from flashsim.models.bayesian import set_weight_draw
 from flashsim.models.classifier import Classifier, MultiplicityModel
 from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.spec import ModelSpec
 from flashsim.models.transforms import Preprocessor
+from flashsim.seeds import seeded_rng
 
 __all__ = [
     "FORMAT_VERSION",
@@ -104,6 +112,20 @@ class Model:
         """``flow``, ``classifier`` or ``multiplicity``."""
         return self.meta["kind"]
 
+    @property
+    def bayesian(self) -> bool:
+        """Whether the network's weights are distributions (:mod:`flashsim.models.bayesian`)."""
+        return bool(self.meta["architecture"].get("bayesian", False))
+
+    def use_weight_draw(self, draw: int | None) -> None:
+        """Run the torch network with weight draw ``draw`` (``None``: the mean weights); the
+        draw's weights come from the stream keyed by ``(draw, "weight_draw", name)``."""
+        if draw is not None and self.backend != "torch":
+            raise FlashSimError(f"weight draws of {self.name} need the torch backend; the "
+                                f"{self.backend} backend runs the mean weights")
+        set_weight_draw(self.module, None if draw is None
+                        else seeded_rng(int(draw), "weight_draw", self.name))
+
     def run(self, context: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """The raw network on standardised inputs (batched), on this model's backend."""
         n = len(context)
@@ -164,6 +186,16 @@ class ModelSet(dict):
         self.manifest = manifest
         self.skipped = tuple(skipped or ())
         self._skipped_models = dict(skipped or {})
+
+    @property
+    def bayesian(self) -> list[str]:
+        """Names of the Bayesian models of the set."""
+        return [name for name, model in self.items() if model.bayesian]
+
+    def use_weight_draw(self, draw: int | None) -> None:
+        """Every Bayesian model to its weight draw ``draw`` (``None``: the mean weights)."""
+        for name in self.bayesian:
+            self[name].use_weight_draw(draw)
 
     @property
     def notes(self) -> list[str]:

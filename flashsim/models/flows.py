@@ -12,6 +12,9 @@ Sampling is :math:`y = f_c^{-1}(z)` for a noise matrix :math:`z` given by the ca
 (``flow(c).transform.inv(z)``), so torch and ONNX runtimes can be compared on identical
 noise and the random stream stays in numpy. With ``passes=2`` (coupling layers) the
 inverse costs two network evaluations per layer instead of one per feature.
+
+With ``bayesian: true`` in the architecture the hypernetworks' linear layers get Gaussian
+weights (:mod:`flashsim.models.bayesian`, prior width ``prior_sigma``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 import torch
 import zuko
 from torch import nn
+
+from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, make_bayesian
 
 __all__ = ["DEFAULT_FLOW", "FlowSampler", "build_flow"]
 
@@ -36,11 +41,12 @@ def build_flow(features: int, context: int, arch: dict[str, Any] | None = None) 
     """A zuko NSF for ``features`` targets and ``context`` conditioning features.
 
     ``arch`` keys: ``transforms``, ``bins``, ``hidden_features``, ``passes`` (``None`` =
-    fully autoregressive, 2 = coupling); missing keys take :data:`DEFAULT_FLOW`.
+    fully autoregressive, 2 = coupling); missing keys take :data:`DEFAULT_FLOW`. Optional:
+    ``bayesian`` (default false) and ``prior_sigma`` (:mod:`flashsim.models.bayesian`).
     """
     arch = {**DEFAULT_FLOW, **(arch or {})}
     passes = arch["passes"]
-    return zuko.flows.NSF(
+    flow = zuko.flows.NSF(
         features=features,
         context=context,
         transforms=int(arch["transforms"]),
@@ -48,6 +54,9 @@ def build_flow(features: int, context: int, arch: dict[str, Any] | None = None) 
         hidden_features=tuple(int(h) for h in arch["hidden_features"]),
         passes=None if passes is None else int(passes),
     )
+    if arch.get("bayesian", False):
+        make_bayesian(flow, float(arch.get("prior_sigma", DEFAULT_PRIOR_SIGMA)))
+    return flow
 
 
 class FlowSampler(nn.Module):

@@ -5,7 +5,9 @@ sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i
 
 * flow: :math:`\ell = -\log p_\theta(y \mid c)` (negative log-likelihood of the NSF),
   with the dequantisation/spike noise of :mod:`flashsim.models.transforms` redrawn
-  every epoch;
+  every epoch; a Bayesian flow (``bayesian: true``) adds
+  :math:`\mathrm{KL}(q_\phi \| p) / N_\text{train}` to every batch's loss, the negative
+  ELBO per training row of :mod:`flashsim.models.bayesian` (validated with the mean weights);
 * classifier: binary cross-entropy on the logit;
 * multiplicity: categorical cross-entropy.
 
@@ -36,6 +38,7 @@ from flashsim.models.artifact import (
     library_versions,
     save_model,
 )
+from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, is_bayesian, kl_divergence
 from flashsim.models.flows import DEFAULT_FLOW
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
@@ -51,7 +54,11 @@ _DEFAULT_ARCH = {
 
 @dataclass
 class TrainConfig:
-    """Training settings of one model (YAML: ``defaults`` + ``models.NAME`` overrides)."""
+    """Training settings of one model (YAML: ``defaults`` + ``models.NAME`` overrides).
+
+    ``bayesian``: a flow gets Gaussian weights and is trained on the ELBO
+    (:mod:`flashsim.models.bayesian`); classifiers and the multiplicity model ignore it.
+    """
 
     epochs: int = 50
     batch_size: int = 2048
@@ -62,6 +69,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 1
     device: str = "cpu"
+    bayesian: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,7 +103,8 @@ def validation_mask(keys: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
-          w: torch.Tensor) -> torch.Tensor:
+          w: torch.Tensor, kl_scale: float = 0.0) -> torch.Tensor:
+    """Weighted mean loss of the rows, plus ``kl_scale`` times the KL of a Bayesian module."""
     if kind == "flow":
         per_row = -module.flow(c).log_prob(y)
     elif kind == "classifier":
@@ -103,7 +112,8 @@ def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
             module.logits(c), y, reduction="none")
     else:
         per_row = torch.nn.functional.cross_entropy(module.logits(c), y.long(), reduction="none")
-    return (w * per_row).sum() / w.sum().clamp_min(1e-12)
+    loss = (w * per_row).sum() / w.sum().clamp_min(1e-12)
+    return loss + kl_scale * kl_divergence(module) if kl_scale else loss
 
 
 def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, config: TrainConfig,
@@ -141,6 +151,8 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     arch = {**_DEFAULT_ARCH[kind], **config.architecture}
     if kind == "multiplicity":
         arch["max_count"] = spec.max_count
+    if kind == "flow" and config.bayesian:
+        arch = {"prior_sigma": DEFAULT_PRIOR_SIGMA, **arch, "bayesian": True}
     meta: dict[str, Any] = {
         "name": spec.name, "object": spec.object, "kind": kind, "architecture": arch,
         "context": context.to_dict(), "target": target.to_dict() if target else None,
@@ -149,6 +161,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")
     module = build_module(meta).to(device)
+    kl_scale = 1.0 / int(train.sum()) if is_bayesian(module) else 0.0
 
     def tensors(mask: np.ndarray, noise_rng: np.random.Generator):
         c = torch.from_numpy(context.forward(rows(table.context, mask)))
@@ -197,7 +210,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         total, norm = 0.0, 0.0
         for start in range(0, len(c), config.batch_size):
             batch = order[start:start + config.batch_size]
-            loss = _loss(module, kind, c[batch], y[batch], w[batch])
+            loss = _loss(module, kind, c[batch], y[batch], w[batch], kl_scale)
             if not torch.isfinite(loss):
                 raise FlashSimError(f"{spec.name}: training loss became {loss.item()} at epoch "
                                     f"{epoch}; lower --lr or check the input files")
@@ -209,7 +222,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
             norm += float(w[batch].sum())
         module.eval()
         with torch.no_grad():
-            val_loss = float(_loss(module, kind, *val_data))
+            val_loss = float(_loss(module, kind, *val_data, kl_scale))
         train_loss = total / norm if norm else float("nan")
         if config.schedule == "plateau":
             scheduler.step(val_loss)
@@ -248,13 +261,19 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     }
     meta["metrics"] = {"validation_loss": state["best"], "best_epoch": state["best_epoch"],
                        "epochs_run": state["epoch"],
-                       "loss": "nll" if kind == "flow" else "bce" if kind == "classifier" else "ce"}
+                       "loss": _loss_name(kind, kl_scale > 0)}
     meta["versions"] = library_versions()
     model = Model(meta, module, context, target)
     save_model(model, out_dir)
     _plot(state["history"], out_dir / f"{spec.name}_loss.png", spec.name)
     checkpoint.unlink(missing_ok=True)
     return model
+
+
+def _loss_name(kind: str, bayesian: bool) -> str:
+    if kind == "flow":
+        return "nll+kl/n" if bayesian else "nll"
+    return "bce" if kind == "classifier" else "ce"
 
 
 def _plot(history: list[dict], path: Path, title: str) -> None:
