@@ -29,6 +29,7 @@ from flashsim.nanoaod.schema import load_schema
 from flashsim.validation import metrics, plots
 
 __all__ = [
+    "GEN_CONTEXT",
     "OBJECTS",
     "Sample",
     "compare_branches",
@@ -48,8 +49,19 @@ OBJECTS = ("Muon", "Electron", "Jet", "MET")
 _GEN_BRANCHES = (
     "run", "luminosityBlock", "event", "genWeight", "flashsimReplica", "Pileup_nTrueInt",
     "GenPart_pt", "GenPart_eta", "GenPart_phi", "GenPart_pdgId", "GenPart_status",
-    "GenJet_pt", "GenJet_eta", "GenJet_hadronFlavour", "GenMET_pt", "GenMET_phi",
+    "GenJet_pt", "GenJet_eta", "GenJet_phi", "GenJet_mass", "GenJet_hadronFlavour",
+    "GenMET_pt", "GenMET_phi",
 )
+#: GEN features that the classifier sees beside a matched object's RECO branches (the
+#: conditional test: what the flow conditions on), per view: (GEN collection, index
+#: branch, fields). Views not listed (unmatched jets, whole events) have no GEN partner.
+GEN_CONTEXT = {
+    "Muon": ("GenPart", "genPartIdx", ("pt", "eta", "phi", "pdgId")),
+    "Electron": ("GenPart", "genPartIdx", ("pt", "eta", "phi", "pdgId")),
+    "Jet_matched": ("GenJet", "genJetIdx", ("pt", "eta", "phi", "mass", "hadronFlavour")),
+    "MET": ("GenMET", None, ("pt", "phi")),
+}
+_CONTEXT_PREFIX = "_gen_"
 _DISCRETE = ("integer", "boolean", "bitflags", "index", "categorical")
 _PU_JET_PT = 15.0  # GeV; reco threshold below which jets are not compared as pileup jets
 _MUON_PT_EDGES = np.array([5, 10, 15, 20, 30, 40, 50, 70, 100, 150, 300], dtype=float)
@@ -175,25 +187,50 @@ def match_events(full: ak.Array, flash: ak.Array) -> tuple[np.ndarray, np.ndarra
     return full_index, np.flatnonzero(replica0)
 
 
+def _with_gen_context(view: str, objects: ak.Array, events: ak.Array) -> ak.Array:
+    """``objects`` with the fields ``_gen_<field>`` of :data:`GEN_CONTEXT` [view]: the GEN
+    partner's features, NaN for objects without a (readable) partner or files without them."""
+    gen_name, index, gen_fields = GEN_CONTEXT[view]
+    gen = events[gen_name]
+    if index is None:
+        partner = gen
+    elif index in objects.fields:
+        partner = gen[ak.mask(objects[index], _valid_index(objects[index], gen))]
+    else:
+        partner = None
+    for field in gen_fields:
+        if partner is not None and field in gen.fields:
+            value = ak.values_astype(ak.fill_none(partner[field], np.nan), np.float64)
+        else:
+            value = ak.values_astype(ak.zeros_like(objects.pt), np.float64) + np.nan
+        objects = ak.with_field(objects, value, _CONTEXT_PREFIX + field)
+    return objects
+
+
 def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
     """The per-object populations compared: muons, electrons (when the files have them),
     matched and unmatched jets (by ``Jet_genJetIdx``; all jets if the files lack it) and MET
     (one per event). Every object carries ``_group``, the ``source`` (GEN event) of its
-    event, for the classifier split."""
+    event, for the classifier split, and the views of :data:`GEN_CONTEXT` carry the GEN
+    partner's features as ``_gen_<field>`` (the context of the conditional classifier)."""
     def tagged(objects: ak.Array) -> ak.Array:
         return ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
                              "_group")
 
     muons, jets = tagged(events.Muon), tagged(events.Jet)
-    views = {"Muon": ak.flatten(muons)}
+    views = {"Muon": muons}
     if "pt" in events.Electron.fields:
-        views["Electron"] = ak.flatten(tagged(events.Electron))
+        views["Electron"] = tagged(events.Electron)
     if has_gen_match:
-        views["Jet_matched"] = ak.flatten(jets[jets.genJetIdx >= 0])
-        views["Jet_unmatched"] = ak.flatten(jets[jets.genJetIdx < 0])
+        views["Jet_matched"] = jets[jets.genJetIdx >= 0]
+        views["Jet_unmatched"] = jets[jets.genJetIdx < 0]
     else:
-        views["Jet"] = ak.flatten(jets)
-    views["MET"] = ak.with_field(events.MET, events.source, "_group")
+        views["Jet"] = jets
+    views = {name: ak.flatten(_with_gen_context(name, objects, events)
+                              if name in GEN_CONTEXT else objects)
+             for name, objects in views.items()}
+    met = ak.with_field(events.MET, events.source, "_group")
+    views["MET"] = _with_gen_context("MET", met, events) if "pt" in met.fields else met
     return views
 
 
@@ -257,15 +294,43 @@ def compare_branches(
             plots.plot_matrix(corr["diff"], continuous, f"{name}: corr(flash) − corr(full)",
                               outdir / f"{name}_correlation_diff.png")
     if features:
-        x_full = np.column_stack([_column(full, f).astype(np.float64) for f in features])
-        x_flash = np.column_stack([_column(flash, f).astype(np.float64) for f in features])
-        out["classifier"] = metrics.classifier_two_sample_test(
-            x_full, x_flash, groups_full=_column(full, "_group"),
-            groups_flash=_column(flash, "_group"), seed=seed)
-        out["classifier"]["features"] = features
-        out["classifier"]["attribution"] = [[features[i], drop] for i, drop
-                                            in out["classifier"]["attribution"]]
+        out["classifier"] = _classifier_tests(full, flash, features, seed)
     return out
+
+
+def _matrix(objects: ak.Array, fields: Sequence[str]) -> np.ndarray:
+    return np.column_stack([_column(objects, f).astype(np.float64) for f in fields]) \
+        if fields else np.empty((len(objects), 0))
+
+
+def _ranked(names: Sequence[str], values: Sequence[float]) -> list[list]:
+    """``[[name, value], ...]`` largest first, NaN (no value) last."""
+    order = sorted(range(len(names)), key=lambda i: (not math.isfinite(values[i]), -values[i]
+                                                     if math.isfinite(values[i]) else 0.0))
+    return [[names[i], values[i]] for i in order]
+
+
+def _classifier_tests(full: ak.Array, flash: ak.Array, features: Sequence[str],
+                      seed: int) -> dict:
+    """Classifier two-sample test of the RECO ``features`` beside the GEN context columns
+    (``_gen_*``, conditional test; none for views without a GEN partner), split by GEN event
+    (``_group``), and :func:`~flashsim.validation.metrics.branch_attribution` of the
+    features, ranked: ``attribution`` = {``alone``, ``dropped``: ``[[branch, AUC], ...]``
+    largest first, ``auc_all``, ``auc_context``, ...}."""
+    context = [f for f in full.fields if f.startswith(_CONTEXT_PREFIX)]
+    context_full, context_flash = _matrix(full, context), _matrix(flash, context)
+    x_full, x_flash = _matrix(full, features), _matrix(flash, features)
+    groups = {"groups_full": _column(full, "_group"), "groups_flash": _column(flash, "_group")}
+    test = metrics.classifier_two_sample_test(np.hstack([x_full, context_full]),
+                                              np.hstack([x_flash, context_flash]),
+                                              seed=seed, **groups)
+    attribution = metrics.branch_attribution(
+        x_full, x_flash, context_full=context_full if context else None,
+        context_flash=context_flash if context else None, seed=seed, **groups)
+    attribution["alone"] = _ranked(features, attribution["alone"])
+    attribution["dropped"] = _ranked(features, attribution["dropped"])
+    return {**test, "features": list(features),
+            "context": [f[len(_CONTEXT_PREFIX):] for f in context], "attribution": attribution}
 
 
 def _valid_index(index: ak.Array, target: ak.Array) -> ak.Array:
@@ -424,28 +489,27 @@ def compare_pileup_jets(full: ak.Array, flash: ak.Array, outdir: Path | None) ->
     return out
 
 
-_EVENT_FEATURES = ["nMuon", "nJet", "mu1_pt", "mu1_eta", "mu2_pt", "jet1_pt", "jet1_eta",
-                   "jet2_pt", "jet2_eta", "HT", "MET_pt", "MET_phi"]
-_ELECTRON_FEATURES = ["nElectron", "e1_pt", "e1_eta"]
-
-
-def _event_features(events: ak.Array, electrons: bool) -> np.ndarray:
-    """Event-level features: multiplicities, leading objects (NaN when absent), MET, HT, and
-    with ``electrons`` the electron multiplicity and leading electron."""
+def _event_features(events: ak.Array, electrons: bool) -> dict[str, np.ndarray]:
+    """Event-level features by name: multiplicities, leading objects (NaN when absent), HT,
+    MET (when the files have it), and with ``electrons`` the electron multiplicity and
+    leading electron."""
     def leading(collection: ak.Array, field: str, i: int) -> np.ndarray:
         padded = ak.pad_none(collection[field], i + 1, axis=1)[:, i]
         return ak.to_numpy(ak.fill_none(padded, np.nan)).astype(np.float64)
 
     mu, jet = events.Muon, events.Jet
-    columns = [ak.to_numpy(ak.num(mu)), ak.to_numpy(ak.num(jet)),
-               leading(mu, "pt", 0), leading(mu, "eta", 0), leading(mu, "pt", 1),
-               leading(jet, "pt", 0), leading(jet, "eta", 0), leading(jet, "pt", 1),
-               leading(jet, "eta", 1), ak.to_numpy(ak.sum(jet.pt, axis=1))]
-    columns += [ak.to_numpy(events.MET[f]) for f in ("pt", "phi") if f in events.MET.fields]
+    columns = {"nMuon": ak.to_numpy(ak.num(mu)), "nJet": ak.to_numpy(ak.num(jet)),
+               "mu1_pt": leading(mu, "pt", 0), "mu1_eta": leading(mu, "eta", 0),
+               "mu2_pt": leading(mu, "pt", 1), "jet1_pt": leading(jet, "pt", 0),
+               "jet1_eta": leading(jet, "eta", 0), "jet2_pt": leading(jet, "pt", 1),
+               "jet2_eta": leading(jet, "eta", 1), "HT": ak.to_numpy(ak.sum(jet.pt, axis=1))}
+    columns |= {f"MET_{f}": ak.to_numpy(events.MET[f]) for f in ("pt", "phi")
+                if f in events.MET.fields}
     if electrons:
         ele = events.Electron
-        columns += [ak.to_numpy(ak.num(ele)), leading(ele, "pt", 0), leading(ele, "eta", 0)]
-    return np.column_stack(columns).astype(np.float64)
+        columns |= {"nElectron": ak.to_numpy(ak.num(ele)), "e1_pt": leading(ele, "pt", 0),
+                    "e1_eta": leading(ele, "eta", 0)}
+    return {name: np.asarray(value, dtype=np.float64) for name, value in columns.items()}
 
 
 def compare_events(full: ak.Array, flash: ak.Array, full_twin: ak.Array, flash0: ak.Array,
@@ -455,13 +519,10 @@ def compare_events(full: ak.Array, flash: ak.Array, full_twin: ak.Array, flash0:
     ``full`` and ``flash`` carry ``source`` (the GEN event's row in the full files); ``full_twin`` and ``flash0`` are aligned: row i of both is the same GEN event.
     """
     electrons = all("pt" in events.Electron.fields for events in (full, flash))
-    out = {"classifier": metrics.classifier_two_sample_test(
-        _event_features(full, electrons), _event_features(flash, electrons),
-        groups_full=ak.to_numpy(full.source), groups_flash=ak.to_numpy(flash.source), seed=seed)}
-    names = _EVENT_FEATURES + (_ELECTRON_FEATURES if electrons else [])
-    out["classifier"]["features"] = names
-    out["classifier"]["attribution"] = [[names[i], drop] for i, drop
-                                        in out["classifier"]["attribution"]]
+    tables = [ak.zip({"_group": ak.to_numpy(events.source),
+                      **_event_features(events, electrons)}) for events in (full, flash)]
+    names = [f for f in tables[0].fields if f != "_group" and f in tables[1].fields]
+    out = {"classifier": _classifier_tests(*tables, names, seed)}
     n_mu_full, n_mu_flash = ak.to_numpy(ak.num(full_twin.Muon)), ak.to_numpy(ak.num(flash0.Muon))
     n_jet_full, n_jet_flash = ak.to_numpy(ak.num(full_twin.Jet)), ak.to_numpy(ak.num(flash0.Jet))
     out["twins"] = {
