@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,39 @@ def test_training_decreases_validation_loss(toy_dir):
     assert not (toy_dir[0] / "checkpoint" / "toy_flow.pt").exists()
 
 
+def test_artifact_records_how_it_was_made(toy_dir):
+    import json
+    import subprocess
+
+    training = json.loads((toy_dir[0] / "toy_flow.json").read_text())["training"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent, check=True).stdout.strip()
+    assert training["code"]["commit"] == head and isinstance(training["code"]["dirty"], bool)
+    assert training["epochs_run"] == CONFIG.epochs == len(training["history"])
+    assert training["device"] == f"cpu ({torch.get_num_threads()} torch threads)"
+    assert training["seconds"] > 0 and training["finished"].endswith("+00:00")
+    assert training["samples"] == []
+
+
+def test_code_version_outside_git(monkeypatch):
+    from flashsim.models.artifact import code_version
+
+    monkeypatch.setenv("PATH", "")  # no git executable: the commit cannot be known
+    assert code_version() == {"commit": "unknown", "dirty": None}
+
+
+def test_training_samples_from_provenance():
+    from flashsim.models.artifact import training_samples
+
+    provenance = {"files": [
+        {"path": "training/samples/dy_mumu_60000_seed101.root", "events": 60000,
+         "provenance": {"process": "dy_mumu", "seed": 101, "events": 60000}},
+        {"path": "/data/cms/nano_dy.root", "events": 40, "provenance": None}]}
+    assert training_samples(provenance) == [
+        {"name": "dy_mumu_60000_seed101.root", "process": "dy_mumu", "seed": 101, "events": 60000},
+        {"name": "nano_dy.root", "process": None, "seed": None, "events": 40}]
+
+
 def test_validation_split_is_by_event():
     keys = np.repeat(np.arange(1000, dtype=np.uint64), 3)
     mask = validation_mask(keys, 0.2)
@@ -216,6 +250,9 @@ def test_train_only_the_named_models(reference_nano, tmp_path, monkeypatch, caps
     assert list(metrics) == ["jet_efficiency"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["jet_efficiency.json",
                                                                "manifest.json"]
+    training = json.loads((tmp_path / "jet_efficiency.json").read_text())["training"]
+    assert training["samples"] == [{"name": "nano_dy.root", "process": None, "seed": None,
+                                    "events": 40}]  # a real CMS file: no flashsim provenance
     monkeypatch.setattr(sys, "argv", ["flashsim", "train", "jet", "--model", "muon_flow",
                                       "--data", str(reference_nano), "-o", str(tmp_path / "x")])
     with pytest.raises(SystemExit) as exit_info:

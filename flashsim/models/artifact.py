@@ -2,7 +2,10 @@
 
 One artifact = ``NAME.pt`` (the torch ``state_dict``, saved with ``torch.save``) and
 ``NAME.json`` (object, kind, the fitted context/target preprocessing, architecture,
-training sample provenance, seeds, library versions, final validation metrics). A
+library versions, final validation metrics, and under ``training``: the sample files with
+their processes and seeds, the git commit of the code and whether it had uncommitted
+changes, epochs run, training wall time and device; see :func:`code_version` and
+:func:`training_samples`). A
 model directory holds one artifact per model and a ``manifest.json`` listing them with
 the SHA-256 of every weights file; ``onnx/NAME.onnx`` files are optional (written by
 ``flashsim export-onnx``). Loading needs only this module: the network is rebuilt
@@ -26,6 +29,7 @@ import hashlib
 import io
 import json
 import platform
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +55,14 @@ __all__ = [
     "DEVICES",
     "build_module",
     "check_device",
+    "code_version",
+    "device_description",
     "library_versions",
     "load_model",
     "load_model_set",
     "model_provenance",
     "save_model",
+    "training_samples",
     "write_manifest",
 ]
 
@@ -74,6 +81,48 @@ def library_versions() -> dict[str, str]:
 
     return {"flashsim": __version__, "torch": torch.__version__, "zuko": zuko.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the flashsim code that runs (``"unknown"`` outside a git checkout,
+    e.g. an installed wheel, or without git) and whether tracked files differ from it
+    (``dirty``; None when unknown): an artifact trained with uncommitted changes cannot be
+    reproduced from its commit alone."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True,
+                                  text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"commit": "unknown", "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def device_description(device: torch.device) -> str:
+    """The device a model was trained on, in words: ``cpu (N torch threads)`` or
+    ``cuda (GPU name)``."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.get_num_threads()} torch threads)"
+
+
+def training_samples(provenance: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Name, process, seed and events of each training file, from the provenance that
+    :func:`flashsim.objects.common.read_training_chunk` collects (process and seed None for
+    files flashsim did not write, such as real CMS NANOAODSIM)."""
+    samples = []
+    for entry in (provenance or {}).get("files", []):
+        made = entry.get("provenance") or {}
+        samples.append({"name": Path(entry["path"]).name, "process": made.get("process"),
+                        "seed": made.get("seed"), "events": entry.get("events")})
+    return samples
 
 
 def build_module(meta: dict[str, Any]) -> nn.Module:

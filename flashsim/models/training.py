@@ -16,7 +16,10 @@ Rows are split into training and validation **by event** (a 64-bit hash of
 split. AdamW with a cosine (or plateau) learning-rate schedule; early stopping on the
 validation loss, keeping the best weights. After every epoch a checkpoint
 ``MODEL_DIR/checkpoint/NAME.pt`` is written; a later run with the same configuration
-resumes from it. The loss curve goes to ``MODEL_DIR/NAME_loss.png``.
+resumes from it. The loss curve goes to ``MODEL_DIR/NAME_loss.png``. The artifact's
+``training`` metadata records how to reproduce it: the sample files (name, process, seed),
+the git commit of the code and its dirty flag, the configuration, epochs run, wall time
+(summed over resumed runs) and device.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,11 @@ from flashsim.errors import FlashSimError
 from flashsim.models.artifact import (
     Model,
     build_module,
+    code_version,
+    device_description,
     library_versions,
     save_model,
+    training_samples,
 )
 from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, is_bayesian, kl_divergence
 from flashsim.models.flows import DEFAULT_FLOW
@@ -187,7 +194,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                                        sort_keys=True, default=str).encode()).hexdigest()
     checkpoint = out_dir / "checkpoint" / f"{spec.name}.pt"
     state = {"epoch": 0, "best": float("inf"), "best_epoch": -1, "bad": 0, "history": [],
-             "best_state": None}
+             "best_state": None, "seconds": 0.0}
     if checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         if saved.get("digest") == digest:
@@ -200,7 +207,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
 
     from tqdm import tqdm
 
-    started = time.perf_counter()
+    started, seconds_before = time.perf_counter(), state.get("seconds", 0.0)
     bar = tqdm(range(state["epoch"], config.epochs), desc=spec.name, unit="epoch",
                disable=not progress, leave=False)
     for epoch in bar:
@@ -236,6 +243,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         else:
             state["bad"] += 1
         state["epoch"] = epoch + 1
+        state["seconds"] = seconds_before + time.perf_counter() - started
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"digest": digest, "module": module.state_dict(),
@@ -253,7 +261,13 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     meta["training"] = {
         **(provenance or {}),
         "rows_train": int(train.sum()), "rows_validation": int(val.sum()),
-        "config": asdict(config), "seconds": round(time.perf_counter() - started, 1),
+        "samples": training_samples(provenance),
+        "code": code_version(),
+        "config": asdict(config), "device": device_description(device),
+        "epochs_run": state["epoch"],
+        # the training loop's wall time, summed over the runs a checkpoint resumed
+        "seconds": round(seconds_before + time.perf_counter() - started, 1),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "history": state["history"],
         "pileup_nTrueInt": None if pileup is None else {
             "mean": float(np.mean(pileup)), "min": float(np.min(pileup)),
