@@ -2,7 +2,8 @@
 
 Runs ``flashsim generate PROCESS -n N`` (Pythia, GEN only) and then ``flashsim simulate`` on
 its output as separate processes, each pinned to one core with one thread, and prints the
-wall time per event of each and their ratio (start-up included, as a user sees it)::
+time per event of each and their ratio (start-up included, as a user sees it): wall time, and
+the CPU time (user + system) the process used, which a busy shared machine does not inflate::
 
     python benchmarks/flash_vs_gen.py -n 3000                    # vbf_hmumu, shipped models
     python benchmarks/flash_vs_gen.py -n 3000 --models my_models/ --oversample 4
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,13 +23,18 @@ import time
 from pathlib import Path
 
 
-def timed(command: list[str], core: int) -> float:
-    """Wall seconds of ``command`` run on CPU ``core`` with one thread."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], core: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``command`` run on CPU ``core`` with one thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    began = time.perf_counter()
+    began, cpu_before = time.perf_counter(), _children_cpu()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
                    preexec_fn=lambda: os.sched_setaffinity(0, {core}))
-    return time.perf_counter() - began
+    return time.perf_counter() - began, _children_cpu() - cpu_before
 
 
 def main() -> None:
@@ -48,11 +55,12 @@ def main() -> None:
         simulation = timed([*flashsim, "simulate", str(gen), "-o", str(flash), "--quiet",
                             "--oversample", str(args.oversample), *models], args.core)
     flash_events = args.events * args.oversample
-    per_gen, per_flash = generation / args.events, simulation / flash_events
-    print(f"{args.process}: generation {args.events / generation:.0f} events/s "
-          f"({generation:.1f} s for {args.events}), flash {flash_events / simulation:.0f} "
-          f"events/s ({simulation:.1f} s for {flash_events})")
-    print(f"flash / generation time per event: {per_flash / per_gen:.3f}")
+    for what, gen_s, flash_s in (("wall", generation[0], simulation[0]),
+                                 ("CPU", generation[1], simulation[1])):
+        print(f"{args.process}, {what} time: generation {args.events / gen_s:.0f} events/s "
+              f"({gen_s:.1f} s for {args.events}), flash {flash_events / flash_s:.0f} events/s "
+              f"({flash_s:.1f} s for {flash_events}); flash / generation time per event "
+              f"{(flash_s / flash_events) / (gen_s / args.events):.3f}")
 
 
 if __name__ == "__main__":
