@@ -241,8 +241,8 @@ def test_one_model_draw_is_the_mean_weights_and_the_deterministic_interface(
         assert ak.array_equal(a["Jet"].pt, b["Jet"].pt) and ak.array_equal(a["MET"].pt, b["MET"].pt)
 
 
-@pytest.mark.slow  # a coffea run
-def test_simulate_writes_the_model_draw_branch(reference_nano, bayesian_tiny_models, tmp_path):
+@pytest.mark.slow  # a coffea run and a validation
+def test_simulate_and_validate_model_draws(reference_nano, bayesian_tiny_models, tmp_path):
     out = tmp_path / "draws.root"
     manifest = simulate([reference_nano], out, models=bayesian_tiny_models, model_draws=3,
                         chunksize=20, seed=4)
@@ -255,6 +255,37 @@ def test_simulate_writes_the_model_draw_branch(reference_nano, bayesian_tiny_mod
 
     np.testing.assert_array_equal(read_runs(out)["genEventCount"],  # the Runs count one draw
                                   read_runs(reference_nano)["genEventCount"])
+    # validate: draw 0 is the flash sample, every draw enters the band
+    from flashsim.validation import run_validation
+
+    result = run_validation([reference_nano], [out], tmp_path / "report", plots_mode="key")
+    assert result["inputs"]["flash_model_draws"] == 3 and result["inputs"]["flash_events"] == 40
+    pt = result["objects"]["MET"]["branches"]["pt"]["model_band"]
+    assert pt["bins"] > 0 and 0 <= pt["coverage_1sigma"] <= pt["coverage_2sigma"] <= 1
+    band = result["model_band"]
+    assert band["draws"] == 3 and band["bins"] > 0
+    assert 0 <= band["coverage_1sigma"] <= band["coverage_2sigma"] <= 1
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "3 weight draws" in summary and "at 2σ" in summary
+    assert (tmp_path / "report" / "MET_pt.png").is_file()
+
+
+def test_model_band_coverage_of_a_known_truth():
+    from flashsim.validation.metrics import model_band
+
+    rng = np.random.default_rng(7)
+    edges = np.linspace(-3, 3, 25)
+    # K models whose means scatter by 0.05 around the truth: the truth is inside their band
+    draws = [rng.normal(rng.normal(0, 0.05), 1, 50_000) for _ in range(20)]
+    covered = model_band(rng.normal(0, 1, 50_000), draws, edges)
+    assert covered["coverage_2sigma"] >= 0.85 and covered["coverage_1sigma"] >= 0.5
+    assert np.all(covered["model_sigma"] > 0) and covered["bins"] == 24
+    # a truth shifted by 0.3 (six times the models' scatter) is not
+    missed = model_band(rng.normal(0.3, 1, 50_000), draws, edges)
+    assert missed["coverage_2sigma"] < 0.5
+    # identical draws: no model uncertainty, only the statistical one
+    same = model_band(rng.normal(0, 1, 1000), [draws[0]] * 3, edges)
+    np.testing.assert_allclose(same["model_sigma"], 0, atol=1e-15)
 
 
 def test_model_draws_of_deterministic_models_is_one_message(reference_nano, tiny_models,

@@ -4,7 +4,10 @@
 record they are matched to from NanoAOD files; :func:`match_events` pairs every
 flash event with its full-simulation twin by ``(run, luminosityBlock, event)``
 (oversampled flash files: replica ``flashsimReplica == 0`` is the twin, all
-replicas enter the distributions). The ``compare_*`` functions compute one
+replicas enter the distributions). Flash files of Bayesian models with several weight draws
+(``flashsimModelDraw``) are compared through draw 0, and every continuous or integer branch
+gets the model band of all draws and its coverage of the full simulation
+(:func:`flashsim.validation.metrics.model_band`). The ``compare_*`` functions compute one
 section of the validation each and return ``(metrics, figures)`` where figures
 are drawn by :mod:`flashsim.validation.plots`; :func:`run_validation` (the
 ``flashsim validate`` command) runs them all and writes the report.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import awkward as ak
@@ -47,7 +50,8 @@ __all__ = [
 #: RECO collections that flashsim simulates and that validation compares.
 OBJECTS = ("Muon", "Electron", "Jet", "MET")
 _GEN_BRANCHES = (
-    "run", "luminosityBlock", "event", "genWeight", "flashsimReplica", "Pileup_nTrueInt",
+    "run", "luminosityBlock", "event", "genWeight", "flashsimReplica", "flashsimModelDraw",
+    "Pileup_nTrueInt",
     "GenPart_pt", "GenPart_eta", "GenPart_phi", "GenPart_pdgId", "GenPart_status",
     "GenJet_pt", "GenJet_eta", "GenJet_phi", "GenJet_mass", "GenJet_hadronFlavour",
     "GenMET_pt", "GenMET_phi",
@@ -73,7 +77,7 @@ _JET_PT_EDGES = np.array([15, 20, 30, 40, 50, 70, 100, 150, 250, 500, 1000], dty
 class Sample:
     """Events read for validation: ``events`` holds the collections Muon, Electron, Jet, MET,
     GenPart, GenJet, GenMET (records; Electron without fields when the files have none) and the flat fields run, luminosityBlock,
-    event, genWeight, replica, nTrueInt; ``fields`` lists the RECO fields per
+    event, genWeight, replica, draw (``flashsimModelDraw``), nTrueInt; ``fields`` lists the RECO fields per
     collection present in the files."""
 
     events: ak.Array
@@ -130,6 +134,7 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             "event": arrays["event"],
             "genWeight": arrays.get("genWeight", np.ones(n, np.float32)),
             "replica": arrays.get("flashsimReplica", np.zeros(n, np.uint32)),
+            "draw": arrays.get("flashsimModelDraw", np.zeros(n, np.uint32)),
             "nTrueInt": arrays.get("Pileup_nTrueInt", np.full(n, np.nan, np.float32)),
             "Muon": _collection(arrays, "Muon", True),
             "Electron": _collection(arrays, "Electron", True),
@@ -247,13 +252,16 @@ def compare_branches(
     *,
     plot_fields: Sequence[str] | None = None,
     seed: int = 0,
+    flash_draws: Sequence[ak.Array] | None = None,
 ) -> dict:
     """Per-branch metrics, correlation difference and classifier test for one object view.
 
     ``name`` is the view ('Muon', 'Jet_matched', ...), ``full``/``flash`` flat record arrays,
     ``fields`` the branches to compare; figures of ``plot_fields`` (default all) go to
-    ``outdir`` (None: no figures). Returns ``{"n_full", "n_flash", "branches": {...},
-    "correlation": {...}, "classifier": {...}}``.
+    ``outdir`` (None: no figures). ``flash_draws``, the view in every weight draw of Bayesian
+    models, adds ``model_band`` (bins, 1σ/2σ coverage, median model σ over the flash value) to
+    the continuous and integer branches and the band to their figures. Returns ``{"n_full",
+    "n_flash", "branches": {...}, "correlation": {...}, "classifier": {...}}``.
     """
     collection = name.split("_")[0]
     specs = load_schema().collections[collection].branches
@@ -275,13 +283,25 @@ def compare_branches(
             continuous.append(field)
         if spec.kind != "index":
             features.append(field)
+        edges = plots.binning(a, b, spec.kind != "continuous")
+        band = None
+        if flash_draws is not None and spec.kind in ("continuous", "integer"):
+            band = metrics.model_band(a, [_column(d, field) for d in flash_draws], edges)
+            relative = np.divide(band["model_sigma"], band["flash"],
+                                 out=np.full_like(band["flash"], np.nan), where=band["flash"] > 0)
+            entry["model_band"] = {
+                "bins": band["bins"], "coverage_1sigma": band["coverage_1sigma"],
+                "coverage_2sigma": band["coverage_2sigma"],
+                "median_relative_model_sigma": (float(np.nanmedian(relative))
+                                                if np.isfinite(relative).any() else math.nan)}
         if outdir is not None and (plot_fields is None or field in plot_fields):
-            discrete = spec.kind != "continuous"
             note = (f"W1/σ = {entry['w1_norm']:.3f}" if "w1_norm" in entry
                     else f"TVD = {entry.get('tvd', math.nan):.3f}")
-            plots.plot_comparison(a, b, plots.binning(a, b, discrete), f"{name} {field}",
-                                  outdir / f"{name}_{field}.png",
-                                  logy=field in ("pt", "sumEt") or "Iso" in field, note=note)
+            plots.plot_comparison(a, b, edges, f"{name} {field}", outdir / f"{name}_{field}.png",
+                                  logy=field in ("pt", "sumEt") or "Iso" in field, note=note,
+                                  flash_band=None if band is None else
+                                  (band["flash"] - band["model_sigma"],
+                                   band["flash"] + band["model_sigma"]))
     if len(continuous) >= 2:
         matrix_full = np.column_stack([_column(full, f) for f in continuous]) if len(full) else \
             np.empty((0, len(continuous)))
@@ -618,6 +638,11 @@ def run_validation(
     if plots_mode not in ("all", "key", "none"):
         raise FlashSimError(f"unknown plots mode {plots_mode!r}: use all, key or none")
     full_sample, flash_sample = load_sample(full_paths, "full"), load_sample(flash_paths, "flash")
+    all_draws = flash_sample.events
+    draw = ak.to_numpy(all_draws.draw)
+    n_draws = int(draw.max()) + 1 if draw.size else 1
+    if n_draws > 1:  # Bayesian models: draw 0 is the flash sample, all draws give the band
+        flash_sample = replace(flash_sample, events=all_draws[draw == 0])
     full_index, flash0_rows = match_events(full_sample.events, flash_sample.events)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -636,12 +661,20 @@ def run_validation(
         "inputs": {"full": list(full_sample.paths), "flash": list(flash_sample.paths),
                    "full_events": len(full_sample.events), "full_events_matched": len(full),
                    "flash_events": len(flash), "flash_replicas":
-                   int(ak.max(flash.replica)) + 1 if len(flash) else 0},
+                   int(ak.max(flash.replica)) + 1 if len(flash) else 0,
+                   "flash_model_draws": n_draws},
         "objects": {}, "not_simulated": {}, "not_in_full": {},
     }
     has_match = all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
     views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
     views = [v for v in views_full if v in views_flash]
+    draw_views = None
+    if n_draws > 1:
+        draw_views = []
+        for k in range(n_draws):
+            events = all_draws[draw == k]
+            source, _ = match_events(full_sample.events, events)
+            draw_views.append(object_views(ak.with_field(events, source, "source"), has_match))
     steps = {"response": lambda: compare_response(full, flash, figdir),
              "efficiency": lambda: compare_efficiency(full, flash, figdir),
              "pileup_jets": lambda: compare_pileup_jets(full, flash, figdir),
@@ -659,13 +692,31 @@ def run_validation(
             set(full_sample.fields[collection]) - set(flash_sample.fields[collection]))
         result["not_in_full"][collection] = sorted(
             set(flash_sample.fields[collection]) - set(full_sample.fields[collection]))
-        result["objects"][view] = compare_branches(view, views_full[view], views_flash[view], both,
-                                                   figdir, plot_fields=plot_fields, seed=seed)
+        result["objects"][view] = compare_branches(
+            view, views_full[view], views_flash[view], both, figdir, plot_fields=plot_fields,
+            seed=seed, flash_draws=None if draw_views is None else [v[view] for v in draw_views])
         bar.update()
     for name, step in steps.items():
         bar.set_postfix_str(name)
         result[name] = step()
         bar.update()
     bar.close()
+    if draw_views is not None:
+        result["model_band"] = _band_coverage(result["objects"], n_draws)
     write_validation_report(result, outdir)
     return result
+
+
+def _band_coverage(objects: dict, n_draws: int) -> dict:
+    """The 1σ/2σ coverage of the model band over the bins of every branch of every view."""
+    bands = [entry["model_band"] for view in objects.values()
+             for entry in view["branches"].values() if "model_band" in entry]
+    bins = np.array([b["bins"] for b in bands], dtype=np.float64)
+    total = bins.sum()
+
+    def pooled(key: str) -> float:
+        return float(np.nansum(bins * [b[key] for b in bands]) / total) if total else math.nan
+
+    return {"draws": n_draws, "branches": len(bands), "bins": int(total),
+            "coverage_1sigma": pooled("coverage_1sigma"),
+            "coverage_2sigma": pooled("coverage_2sigma")}

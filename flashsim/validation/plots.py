@@ -83,8 +83,10 @@ def plot_comparison(
     flash_weights: np.ndarray | None = None,
     logy: bool = False,
     note: str = "",
+    flash_band: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Unit-normalised full vs flash histograms with a flash/full ratio panel."""
+    """Unit-normalised full vs flash histograms with a flash/full ratio panel; ``flash_band``
+    (lower, upper unit-normalised bin contents) is the model band of Bayesian flash models."""
     h_full, h_flash = _hist(full, edges, full_weights), _hist(flash, edges, flash_weights)
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 8), sharex=True,
                                   gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
@@ -96,6 +98,9 @@ def plot_comparison(
                  alpha=0.4, color="tab:blue")
     hep.histplot(v_flash, edges, yerr=e_flash, ax=ax, label=FLASH_LABEL, histtype="errorbar",
                  color="black", markersize=4)
+    if flash_band is not None:
+        ax.stairs(flash_band[1], edges, baseline=flash_band[0], fill=True, alpha=0.35,
+                  color="tab:orange", label=f"{FLASH_LABEL} model band (1σ)")
     ax.set_ylabel("Fraction")
     if logy:
         ax.set_yscale("log")
@@ -106,6 +111,10 @@ def plot_comparison(
     ratio_err = np.divide(e_flash, v_full, out=np.zeros_like(e_flash), where=filled)
     hep.histplot(ratio, edges, yerr=ratio_err,
                  ax=rax, histtype="errorbar", color="black", markersize=4)
+    if flash_band is not None:
+        lower, upper = (np.divide(b, v_full, out=np.ones_like(b), where=filled)
+                        for b in flash_band)
+        rax.stairs(upper, edges, baseline=lower, fill=True, alpha=0.35, color="tab:orange")
     rax.axhline(1.0, color="tab:blue", lw=1)
     rax.set_ylim(0.5, 1.5)
     rax.set_ylabel("Flash/Full")

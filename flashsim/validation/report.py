@@ -107,6 +107,18 @@ def _attribution_section(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _band_lines(band: dict | None) -> list[str]:
+    """The model-band paragraph of a Bayesian flash sample (none for deterministic models)."""
+    if band is None:
+        return []
+    return ["", f"Bayesian models, {band['draws']} weight draws (draw 0 is the flash sample "
+            "below; figures show the band of all draws): the full simulation lies within the "
+            "flash band (model ⊕ statistical) in "
+            f"{_fmt(100 * band['coverage_1sigma'], 1)}% of {band['bins']} bins at 1σ and "
+            f"{_fmt(100 * band['coverage_2sigma'], 1)}% at 2σ ({band['branches']} branches; "
+            "well calibrated: 68% and 95%)."]
+
+
 def write_validation_report(result: dict, outdir: Path) -> None:
     """summary.md + metrics.json of :func:`flashsim.validation.compare.run_validation`."""
     for view in result["objects"].values():
@@ -118,6 +130,7 @@ def write_validation_report(result: dict, outdir: Path) -> None:
         f"Full: {', '.join(inputs['full'])} ({inputs['full_events_matched']} of "
         f"{inputs['full_events']} events have a flash twin). Flash: {', '.join(inputs['flash'])} "
         f"({inputs['flash_events']} events, {inputs['flash_replicas']} replica(s) per GEN event).",
+        *_band_lines(result.get("model_band")),
         "", "## Headline", "",
         "| object | N full | N flash | classifier AUC ± σ | verdict | AUC lost without | median W1/σ "
         "| worst W1/σ | worst discrete TVD | max Δcorr |",
