@@ -204,3 +204,54 @@ def test_pileup_observables_need_npu(chunk):
                                    np.random.default_rng(1))
     with pytest.raises(FlashSimError, match="lacks Pileup_nPU"):
         OBJECTS["met"].training_tables(gen)
+
+
+def _assert_exact_columns(reco):
+    """The branches that are fixed functions of others (object module docs) follow them."""
+    def flat(collection, name):
+        return ak.to_numpy(ak.flatten(collection[name])).astype(np.float64)
+
+    muons, electrons, jets, met = reco["Muon"], reco["Electron"], reco["Jet"], reco["MET"]
+    assert ak.sum(ak.num(muons)) > 0 and ak.sum(ak.num(jets)) > 0
+    loose = ak.to_numpy(ak.flatten(muons.isPFcand & (muons.isGlobal | muons.isTracker)))
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(muons.looseId)), loose)
+    np.testing.assert_array_equal(flat(muons, "tightCharge"),
+                                  np.where(flat(muons, "ptErr") / flat(muons, "pt") < 0.2, 2, 0))
+    for leptons in (muons, electrons):
+        ip3d = np.hypot(flat(leptons, "dxy"), flat(leptons, "dz") / np.cosh(flat(leptons, "eta")))
+        np.testing.assert_allclose(flat(leptons, "ip3d"), ip3d, rtol=1e-6)  # float32 storage
+    jet_id, eta = ak.to_numpy(ak.flatten(jets.jetId)), np.abs(flat(jets, "eta"))
+    fraction = {k: flat(jets, k) for k in ("neHEF", "neEmEF", "chHEF", "chEmEF", "muEF")}
+    central = eta <= 2.6
+    tight = ((fraction["neHEF"] < 0.9) & (fraction["neEmEF"] < 0.9) & (fraction["chHEF"] > 0)
+             & (flat(jets, "nConstituents") > 1))
+    np.testing.assert_array_equal((jet_id[central] & 2) > 0, tight[central])
+    veto = (jet_id & 2 > 0) & ((eta > 2.7) | ((fraction["muEF"] < 0.8)
+                                              & (fraction["chEmEF"] < 0.8)))
+    np.testing.assert_array_equal((jet_id & 4) > 0, veto)
+    x, y = (ak.to_numpy(met.pt) * f(ak.to_numpy(met.phi)) for f in (np.cos, np.sin))
+    cxx, cxy, cyy = (ak.to_numpy(met[k]).astype(np.float64) for k in ("covXX", "covXY", "covYY"))
+    assert np.all(cxy**2 < cxx * cyy)  # a covariance: positive definite
+    np.testing.assert_allclose(ak.to_numpy(met.significance),
+                               (x**2 * cyy - 2 * x * y * cxy + y**2 * cxx) / (cxx * cyy - cxy**2),
+                               rtol=1e-4)
+
+
+def test_models_do_not_sample_what_other_branches_fix(models, chunk):
+    loaded = load_models(models)
+    sampled = {name: {c.spec.name for c in loaded[name].target.columns}
+               for name in ("muon_flow", "electron_flow", "met_flow")}
+    assert not {"looseId", "tightCharge", "ip3d"} & sampled["muon_flow"]
+    assert "ip3d" not in sampled["electron_flow"] and "significance" not in sampled["met_flow"]
+    assert "jetId" in {c.spec.name for c in loaded["jet_flow"].target.columns}  # partly free
+    _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(11)))
+
+
+def test_shipped_models_get_the_fixed_branches_overwritten(chunk):
+    """The shipped models were trained when these branches were sampled: their samples are
+    replaced by the exact values."""
+    loaded = load_models()
+    sampled = {c.spec.name for c in loaded["muon_flow"].target.columns}
+    assert {"looseId", "tightCharge", "ip3d"} <= sampled
+    assert "significance" in {c.spec.name for c in loaded["met_flow"].target.columns}
+    _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(12)))

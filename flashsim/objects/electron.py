@@ -34,7 +34,9 @@ Derived, not generated: ``pdgId`` (:math:`-11q`), ``genPartIdx`` (the source GEN
 for electrons from jets NanoAOD's MC matching to status-1 electrons and photons,
 :func:`flashsim.nanoaod.mc_match.gen_match`), ``genPartFlav``, ``jetIdx``
 (:mod:`flashsim.objects.crossref`), ``photonIdx`` = -1 (no Photon collection),
-``cleanmask`` = 1, and every working-point branch NanoAOD computes from the others
+``cleanmask`` = 1, ``ip3d`` from ``dxy``, ``dz`` and :math:`\eta`
+(:func:`~flashsim.objects.lepton.impact_parameter_3d`; exact, so not sampled; the values of
+models trained before, which sample it, are overwritten), and every working-point branch NanoAOD computes from the others
 (``cutBased``, both bitmaps, ``cutBased_HEEP``, the twelve MVA working points, the non-PF
 isolations zeroed below 35 GeV): :func:`flashsim.nanoaod.electron_working_points.derived_ids`,
 given the event's simulated ``fixedGridRhoFastjetAll``. NanoAOD keeps electrons above
@@ -57,6 +59,7 @@ from flashsim.objects.lepton import (
     CONTEXT,
     gen_flavour,
     gen_leptons,
+    impact_parameter_3d,
     kinematic_targets,
     row_table,
     sample_reconstructed,
@@ -86,7 +89,7 @@ TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Electron", "genWeigh
 #: generated electron branches with their transform before the flow
 CONTINUOUS = {
     "deltaEtaSC": "none", "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log",
-    "ip3d": "log", "sip3d": "log", "eCorr": "log", "eInvMinusPInv": "symlog",
+    "sip3d": "log", "eCorr": "log", "eInvMinusPInv": "symlog",
     "hoe": "log", "sieie": "log", "r9": "none", "mass": "symlog",
     "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "miniPFRelIso_all": "log",
     "miniPFRelIso_chg": "log", "jetRelIso": "symlog", "jetPtRelv2": "symlog", "mvaTTH": "none",
@@ -209,8 +212,10 @@ def _sample_fakes(gen: dict, models, rng: np.random.Generator) -> tuple[dict, np
 
 
 def _fields(out: dict) -> dict:
-    """Sampled targets -> Electron branches (energy error, MVA scores, pdgId)."""
+    """Sampled targets -> Electron branches (energy error, MVA scores, pdgId, ip3d)."""
     fields = dict(out)
+    if "dxy" in fields and "dz" in fields:
+        fields["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
     if "energyErr_rel" in fields:
         fields["energyErr"] = fields.pop("energyErr_rel") * fields["pt"] * np.cosh(fields["eta"])
     for name in _MVA:

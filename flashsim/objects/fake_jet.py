@@ -10,7 +10,8 @@ They are not attached to any GEN object, so they are simulated per event:
 Event context :math:`c_{ev}`: ``Pileup_nTrueInt``, GEN :math:`H_T = \sum p_T` of GenJets,
 the GenJet count and GenMET :math:`p_T` (GEN activity feeds the low-:math:`p_T` tail
 through overlap with pileup). Targets: :math:`p_T` (log), :math:`\eta`, :math:`\phi`, mass
-and the same jet branches as :mod:`flashsim.objects.jet`. The CMS prototype had no
+and the same jet branches as :mod:`flashsim.objects.jet`, with the same exactly computed
+``jetId`` bits (:func:`~flashsim.objects.jet.exact_jet_id`). The CMS prototype had no
 such model; without it, the subleading-jet :math:`p_T` spectrum below ~50 GeV is wrong
 (about half of RECO jets with :math:`p_T > 15` GeV are unmatched in real NANOAODSIM).
 """
@@ -31,7 +32,7 @@ from flashsim.objects.common import (
     sample_counted,
     typed,
 )
-from flashsim.objects.jet import JET_CONTINUOUS, JET_DISCRETE, jet_properties
+from flashsim.objects.jet import JET_CONTINUOUS, JET_DISCRETE, exact_jet_id, jet_properties
 
 __all__ = ["MAX_COUNT", "MODELS", "TRAINING_NAMES", "event_activity", "simulate",
            "training_tables"]
@@ -105,4 +106,5 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     fields = {**out, "phi": delta_phi(out["phi"], 0.0),
               "hadronFlavour": np.zeros(n, np.int32), "partonFlavour": np.zeros(n, np.int32),
               "genJetIdx": np.full(n, -1, np.int32)}
+    fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

@@ -23,6 +23,17 @@ area, energy fractions, constituent counts, ``jetId``/``puId`` bit flags, b/c/qu
 taggers, regression outputs — every candidate the training files contain. Derived:
 ``hadronFlavour``/``partonFlavour`` (copied from the GenJet), ``genJetIdx``; ``nMuons``,
 ``muonIdx1/2``, ``nElectrons``, ``electronIdx1/2`` come from :mod:`flashsim.objects.crossref`.
+
+``jetId`` is partly a fixed function of the sampled branches (:func:`exact_jet_id`, also for
+fake jets): the 2018 tight jet ID (bit 2) for :math:`|\eta| \le 2.7` and the tightLepVeto
+bit 4 everywhere are computed from the energy fractions and ``nConstituents`` (JetID twiki,
+2018 criteria); the sampled ``jetId`` only decides the tight bit beyond
+:math:`|\eta| = 2.7`, where the criteria count neutral constituents, which NanoAOD does not
+store. Both rules hold for every jet of ``nano_dy.root`` (real CMS, 188 jets) and by
+construction in the reference detector. (Not derived, though the reference detector makes
+them functions of other branches: ``btagDeepFlavC``, ``btagDeepC``, ``btagCSVV2``,
+``btagCMVA``, ``jercCHF``, ``bRegRes`` and ``puId`` above 50 GeV; real NanoAOD does not
+follow those rules, and the models must keep learning real files.)
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ __all__ = [
     "JET_DISCRETE",
     "MODELS",
     "TRAINING_NAMES",
+    "exact_jet_id",
     "gen_jets",
     "jet_properties",
     "simulate",
@@ -138,6 +150,30 @@ def _pt_within(jets: ak.Array, eta: ak.Array, phi: ak.Array, pt: ak.Array) -> ak
     return ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(pt[:, None, :], dr)[0], 0.0), axis=2)
 
 
+def exact_jet_id(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    r"""``{"jetId": ...}`` (bits: 2 tight, 4 tightLepVeto) with the bits the other branches
+    fix recomputed (module doc); empty when ``fields`` lacks the sampled ``jetId`` or a
+    fraction. Tight (2018): :math:`|\eta| \le 2.6`: NHF < 0.9, NEMF < 0.9, more than one
+    constituent, CHF > 0 (a charged hadron, hence a charged constituent);
+    :math:`2.6 < |\eta| \le 2.7`: NHF < 0.9, NEMF < 0.99, a charged constituent (CHF +
+    CEMF + MUF > 0); beyond: the sampled bit. tightLepVeto: tight, and MUF < 0.8 and CEMF <
+    0.8 for :math:`|\eta| \le 2.7`."""
+    needed = ("jetId", "eta", "neHEF", "neEmEF", "chHEF", "chEmEF", "muEF", "nConstituents")
+    if not all(name in fields for name in needed):
+        return {}
+    nhf, nemf, chf, cemf, muf = (np.asarray(fields[k], np.float64)
+                                 for k in ("neHEF", "neEmEF", "chHEF", "chEmEF", "muEF"))
+    abseta = np.abs(np.asarray(fields["eta"], np.float64))
+    sampled_tight = (np.asarray(fields["jetId"]).astype(np.int64) & 2) > 0
+    tight = np.select(
+        [abseta <= 2.6, abseta <= 2.7],
+        [(nhf < 0.9) & (nemf < 0.9) & (np.asarray(fields["nConstituents"]) > 1) & (chf > 0),
+         (nhf < 0.9) & (nemf < 0.99) & (chf + cemf + muf > 0)],
+        sampled_tight)
+    lepton_veto = np.where(abseta <= 2.7, (muf < 0.8) & (cemf < 0.8), True)
+    return {"jetId": 2 * tight + 4 * (tight & lepton_veto)}
+
+
 def jet_properties(reco: ak.Array) -> dict:
     """The generated-as-is jet branches present in ``reco`` (shared with fake jets)."""
     available = set(ak.fields(reco))
@@ -191,4 +227,5 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
         "hadronFlavour": np.asarray(kept.hadronFlavour), "partonFlavour": np.asarray(kept.partonFlavour),
         "genJetIdx": np.asarray(kept.index),
     }
+    fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

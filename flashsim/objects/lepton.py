@@ -32,6 +32,7 @@ __all__ = [
     "gen_flavour",
     "gen_leptons",
     "hadron_flavour",
+    "impact_parameter_3d",
     "kinematic_targets",
     "momentum_delta",
     "row_table",
@@ -91,6 +92,16 @@ def gen_leptons(gen: dict, pdg_id: int) -> ak.Array:
         "pileup": pileup, "index": index,
     }
     return ak.zip(fields)
+
+
+def impact_parameter_3d(dxy: np.ndarray, dz: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    r"""``ip3d`` = :math:`\sqrt{d_{xy}^2 + (d_z \sin\theta)^2}`, :math:`\sin\theta = 1/\cosh\eta`:
+    the 3D impact parameter from the transverse and longitudinal ones. Not sampled: CMS
+    NanoAOD follows it to its float precision (``nano_dy.root``: largest relative
+    difference 6e-4 for muons, 1.1e-3 for electrons), the reference detector exactly.
+    (``sip3d`` is not derived: CMS divides by the full 3D error including the vertex's,
+    22% away from the one built from ``dxyErr`` and ``dzErr``.)"""
+    return np.hypot(dxy, np.asarray(dz) / np.cosh(eta))
 
 
 def gen_flavour(lep: ak.Array):

@@ -4,12 +4,19 @@ MET (``met_flow``). RECO MET is minus the vector sum of reconstructed objects, s
 first order :math:`\vec m_0 = \vec{\text{GenMET}} - \sum_{\text{objects}} (\vec p_T^{\,reco} -
 \vec p_T^{\,gen})`, the sum running over the simulated matched muons and jets and the
 fake jets (whose GEN momentum is zero). The flow generates the residual
-:math:`\vec r = \vec{\text{MET}} - \vec m_0` (x, y) together with ``sumEt``,
-``significance`` and the covariance ``covXX/XY/YY`` (and the unclustered-energy shifts
-if the training files have them), conditioned on :math:`\vec m_0`, :math:`|\vec m_0|`,
+:math:`\vec r = \vec{\text{MET}} - \vec m_0` (x, y) together with ``sumEt`` and the
+covariance ``covXX/XY/YY`` (and the unclustered-energy shifts if the training files have
+them), conditioned on :math:`\vec m_0`, :math:`|\vec m_0|`,
 GenMET, GEN :math:`H_T`, the GenJet count, :math:`|\sum \Delta\vec p_T|` and
 ``Pileup_nTrueInt``. In training :math:`\vec m_0` uses the true RECO objects of the file;
 in simulation the flash ones, so MET stays correlated with mismeasured objects.
+
+``significance`` is not sampled: it is :math:`\vec{\text{MET}}^T C^{-1} \vec{\text{MET}}`
+with :math:`C` the covariance (:func:`exact_significance`), as CMS defines it (METSignificance;
+``nano_dy.root``: largest relative difference 2e-3, NanoAOD float precision) and the
+reference detector computes it. The sampled ``covXY`` is kept inside
+:math:`|\rho| \le 0.999` so that :math:`C` is positive definite, as every real covariance
+is. Models trained before, which sample ``significance``, get it overwritten.
 
 Pileup observables (``pv_flow``): ``PV_npvs``, ``PV_npvsGood`` (integers, dequantised)
 and ``fixedGridRhoFastjetAll`` from one small flow given ``Pileup_nTrueInt``,
@@ -32,7 +39,8 @@ from flashsim.objects.common import (
     vector_sum,
 )
 
-__all__ = ["MODELS", "TRAINING_NAMES", "simulate_met", "simulate_pv", "training_tables"]
+__all__ = ["MODELS", "TRAINING_NAMES", "exact_significance", "simulate_met", "simulate_pv",
+           "training_tables"]
 
 TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Muon", "Jet", "MET", "PV",
                   "fixedGridRhoFastjetAll", "genWeight", "run", "luminosityBlock", "event"]
@@ -47,9 +55,9 @@ MET_CONTEXT = (
     ColumnSpec("delta_pt", transform="log", offset=1.0),
     ColumnSpec("pileup"),
 )
-_MET_BRANCHES = {"sumEt": "log", "significance": "symlog", "covXX": "log", "covXY": "symlog",
-                 "covYY": "log", "MetUnclustEnUpDeltaX": "symlog",
-                 "MetUnclustEnUpDeltaY": "symlog"}
+_MET_BRANCHES = {"sumEt": "log", "covXX": "log", "covXY": "symlog", "covYY": "log",
+                 "MetUnclustEnUpDeltaX": "symlog", "MetUnclustEnUpDeltaY": "symlog"}
+_MAX_CORRELATION = 0.999
 MET_TARGETS = (
     ColumnSpec("res_x", transform="symlog", spikes=False),
     ColumnSpec("res_y", transform="symlog", spikes=False),
@@ -129,6 +137,22 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
             "pv_flow": TrainingTable(_pv_context(chunk), pv_targets, weight, key)}
 
 
+def exact_significance(fields: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    r"""``{"covXY", "significance"}`` for MET :math:`(x, y)` and the sampled covariance in
+    ``fields`` (empty without one): ``covXY`` clipped to
+    :math:`|\rho| \le` 0.999 and :math:`S = (x^2 C_{yy} - 2xy C_{xy} + y^2 C_{xx}) /
+    (C_{xx} C_{yy} - C_{xy}^2)`."""
+    if not {"covXX", "covXY", "covYY"} <= set(fields):
+        return {}
+    cxx, cyy = np.asarray(fields["covXX"], np.float64), np.asarray(fields["covYY"], np.float64)
+    bound = _MAX_CORRELATION * np.sqrt(np.maximum(cxx * cyy, 0.0))
+    cxy = np.clip(np.asarray(fields["covXY"], np.float64), -bound, bound)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        significance = (x**2 * cyy - 2 * x * y * cxy + y**2 * cxx) / (cxx * cyy - cxy**2)
+    return {"covXY": cxy, "significance": significance}
+
+
 def simulate_met(gen: dict, models, rng: np.random.Generator, muons: ak.Array,
                  jets: ak.Array) -> ak.Array:
     """Flash-simulated ``MET`` (``N * {pt, phi, ...}``) given the flash muons and jets.
@@ -147,6 +171,7 @@ def simulate_met(gen: dict, models, rng: np.random.Generator, muons: ak.Array,
     context = _met_context(gen, (mx - gmx + jx - gjx, my - gmy + jy - gjy))
     out = models["met_flow"].sample(context, rng)
     x, y = context["m0_x"] + out.pop("res_x"), context["m0_y"] + out.pop("res_y")
+    out.update(exact_significance(out, x, y))  # replaces what older models sample
     return ak.zip(typed("MET", {"pt": np.hypot(x, y), "phi": np.arctan2(y, x), **out}))
 
 

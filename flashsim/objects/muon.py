@@ -22,6 +22,13 @@ generated: ``pdgId`` (:math:`-13 q`), ``mass``, ``genPartIdx``, ``genPartFlav`` 
 GEN flags), ``jetIdx`` (:mod:`flashsim.objects.crossref`), and the working points CMS
 computes from other branches (``pfIsoId``, ``miniIsoId``, ``tkIsoId``, ``mvaId``,
 ``softMvaId``, ``mediumPromptId``: :mod:`flashsim.nanoaod.muon_working_points`).
+
+Computed exactly from the sampled branches, never sampled (:func:`exact_columns`; the values
+of models trained before, which sample them, are overwritten): ``looseId`` = ``isPFcand``
+and (``isGlobal`` or ``isTracker``) (muon POG loose ID), ``tightCharge`` = 2 if
+:math:`\sigma_{p_T}/p_T < 0.2` else 0 (NanoAOD's definition on the best track), ``ip3d``
+(:func:`flashsim.objects.lepton.impact_parameter_3d`). All three hold in every muon of
+``nano_dy.root`` (real CMS) and by construction in the reference detector.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from flashsim.objects.lepton import (
     CONTEXT,
     gen_flavour,
     gen_leptons,
+    impact_parameter_3d,
     kinematic_targets,
     momentum_delta,
     row_table,
@@ -48,6 +56,7 @@ __all__ = [
     "MODELS",
     "MUON_MASS",
     "TRAINING_NAMES",
+    "exact_columns",
     "gen_muons",
     "simulate",
     "training_tables",
@@ -58,8 +67,7 @@ TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Muon", "genWeight", "run", "lu
                   "event"]
 
 _CONTINUOUS = {
-    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "ip3d": "log",
-    "sip3d": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
+    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "sip3d": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
     "miniPFRelIso_all": "log", "miniPFRelIso_chg": "log", "tkRelIso": "log",
     "jetRelIso": "symlog", "jetPtRelv2": "symlog", "segmentComp": "none", "softMva": "none",
     "mvaLowPt": "none", "mvaTTH": "none", "tunepRelPt": "log",
@@ -67,9 +75,9 @@ _CONTINUOUS = {
 #: Working-point bits that NanoAOD computes from other branches (pfIsoId, mvaId, …) are
 #: not sampled: :func:`flashsim.nanoaod.muon_working_points.derived_ids` computes them from
 #: the sampled isolation, MVA and impact-parameter values, so they always agree.
-_DISCRETE = ("isGlobal", "isTracker", "isPFcand", "looseId", "mediumId", "tightId", "softId",
+_DISCRETE = ("isGlobal", "isTracker", "isPFcand", "mediumId", "tightId", "softId",
              "inTimeMuon", "triggerIdLoose", "highPtId", "multiIsoId", "nStations",
-             "nTrackerLayers", "tightCharge")
+             "nTrackerLayers")
 
 TARGETS = (
     ColumnSpec("pt_ratio", transform="log"),
@@ -85,6 +93,20 @@ MODELS = {
     "muon_efficiency": ModelSpec("muon_efficiency", "muon", "classifier", CONTEXT),
     "muon_flow": ModelSpec("muon_flow", "muon", "flow", CONTEXT, TARGETS),
 }
+
+
+def exact_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The muon branches that are fixed functions of the sampled ones (module doc), for
+    those whose inputs ``fields`` holds."""
+    out = {}
+    if {"isPFcand", "isGlobal", "isTracker"} <= set(fields):
+        out["looseId"] = (fields["isPFcand"] > 0) & ((fields["isGlobal"] > 0)
+                                                   | (fields["isTracker"] > 0))
+    if "ptErr" in fields:
+        out["tightCharge"] = np.where(fields["ptErr"] / fields["pt"] < 0.2, 2, 0)
+    if {"dxy", "dz"} <= set(fields):
+        out["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
+    return out
 
 
 def gen_muons(gen: dict) -> ak.Array:
@@ -117,6 +139,7 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     fields["pdgId"] = -13 * fields["charge"]
     if "ptErr_rel" in fields:
         fields["ptErr"] = fields.pop("ptErr_rel") * fields["pt"]
+    fields.update(exact_columns(fields))  # replaces the values older artifacts sample
     fields.update(derived_ids(fields))  # replaces the sampled bits of older artifacts
     fields["genPartIdx"] = flat(mu.index)
     fields["genPartFlav"] = flat(gen_flavour(mu))
