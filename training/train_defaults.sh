@@ -32,6 +32,8 @@
 # ttbar_6000_seed105.root --config training/configs/default.yaml`), the other models untouched.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
+# The unfolding models (flashsim/pretrained/unfold/) have their own recipe,
+# training/train_unfold.sh, run after this one (it needs no simulation models).
 # Re-running resumes: existing samples are kept (their names carry events, seed and the
 # reference-detector version, so samples of an older detector are never reused),
 # interrupted trainings restart from their checkpoint.

@@ -78,6 +78,14 @@ class Process:
         return COMMON_SETTINGS + CP5_SETTINGS + self.settings
 
 
+#: Keep only top pairs whose two W decays are exactly {mu nu, q q'}, both charge combinations
+#: (Pythia's ResonanceDecayFilterHook, which vetoes at the resonance-decay stage, before the
+#: shower: the veto costs little). :func:`flashsim.generation.pythia.make_pythia` installs the
+#: hook for every process that sets ``ResonanceDecayFilter:*``.
+_ONE_W_TO_MUON = ("ResonanceDecayFilter:filter = on", "ResonanceDecayFilter:exclusive = on",
+                  "ResonanceDecayFilter:udscbAsEquivalent = on",
+                  "ResonanceDecayFilter:mothers = 24", "ResonanceDecayFilter:daughters = 13,14,1,1")
+
 _HIGGS_TO_MUMU = ("25:m0 = 125.0", "25:onMode = off", "25:onIfMatch = 13 -13")
 #: BR(H -> mu mu) at mH = 125 GeV (LHC Higgs cross section WG, Yellow Report 4, CERN-2017-002-M).
 _BR_H_MUMU = 2.176e-4
@@ -110,6 +118,10 @@ PROCESSES: dict[str, Process] = {
                 cross_section_pb=_DY_MUMU_PB * _DY_WINDOW_105_160),
         Process("ttbar", "inclusive top-pair production (gg, qqbar -> t tbar), all decays",
                 ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on")),
+        Process("ttbar_mujets",
+                "semi-leptonic top pairs, muon channel: one W -> mu nu, the other W -> q q'",
+                ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on",
+                 "24:onMode = off", "24:onIfAny = 1 2 3 4 5 13", *_ONE_W_TO_MUON)),
         Process("minbias", "minimum bias: inelastic non-diffractive pp (SoftQCD:nonDiffractive)",
                 ("SoftQCD:nonDiffractive = on",)),
     )

@@ -70,6 +70,10 @@ def make_pythia(process: Process | str, seed: int):
     if not 1 <= seed <= MAX_SEED:
         raise FlashSimError(f"Pythia seed {seed} is outside 1..{MAX_SEED}; choose another --seed")
     pythia = pythia8mc.Pythia("", False)
+    if any(s.startswith("ResonanceDecayFilter:") for s in process.all_settings):
+        # the hook (re)declares its settings with their defaults when it is built: build it
+        # before the process settings are read, or it would switch itself off
+        pythia.setUserHooksPtr(pythia8mc.ResonanceDecayFilterHook(pythia.settings))
     for setting in (*process.all_settings, f"Random:seed = {seed}"):
         if not pythia.readString(setting):
             raise FlashSimError(f"Pythia rejected the setting {setting!r} of process {process.name}")

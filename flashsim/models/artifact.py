@@ -42,13 +42,14 @@ from torch import nn
 from flashsim.errors import FlashSimError
 from flashsim.models.bayesian import set_weight_draw
 from flashsim.models.classifier import Classifier, MultiplicityModel
-from flashsim.models.flows import FlowSampler, build_flow
+from flashsim.models.flows import ConditionalINN, FlowSampler, build_flow
 from flashsim.models.spec import ModelSpec
 from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 
 __all__ = [
     "FORMAT_VERSION",
+    "GENERATIVE_KINDS",
     "PRETRAINED",
     "Model",
     "ModelSet",
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+GENERATIVE_KINDS = ("flow", "cinn")
+"""Model kinds that sample targets from noise (they have a target preprocessor)."""
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 _BATCH = 65536
 DEVICES = ("cpu", "cuda")
@@ -131,6 +134,8 @@ def build_module(meta: dict[str, Any]) -> nn.Module:
     arch = meta["architecture"]
     if meta["kind"] == "flow":
         return FlowSampler(build_flow(len(meta["target"]["columns"]), n_context, arch))
+    if meta["kind"] == "cinn":
+        return ConditionalINN(len(meta["target"]["columns"]), n_context, arch)
     if meta["kind"] == "classifier":
         return Classifier(n_context, arch["hidden_features"])
     if meta["kind"] == "multiplicity":
@@ -158,7 +163,7 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """``flow``, ``classifier`` or ``multiplicity``."""
+        """``flow``, ``cinn``, ``classifier`` or ``multiplicity``."""
         return self.meta["kind"]
 
     @property
@@ -179,7 +184,7 @@ class Model:
         """The raw network on standardised inputs (batched), on this model's backend."""
         n = len(context)
         if n == 0:
-            width = (len(self.target.columns) if self.kind == "flow"
+            width = (len(self.target.columns) if self.kind in GENERATIVE_KINDS
                      else self.meta["architecture"].get("max_count", -1) + 1)
             return np.zeros((0, width) if width > 0 else (0,), dtype=np.float32)
         parts = []
@@ -205,7 +210,7 @@ class Model:
 
     def sample(self, columns: dict[str, np.ndarray], rng: np.random.Generator,
                noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Flow: one sample of every target per row, as NanoAOD values (float64)."""
+        """Flow or cINN: one sample of every target per row, as NanoAOD values (float64)."""
         context = self.standardised_context(columns)
         if noise is None:
             noise = rng.standard_normal((len(context), len(self.target.columns)))

@@ -26,14 +26,21 @@ import zuko
 from torch import nn
 
 from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, make_bayesian
+from flashsim.models.classifier import mlp
 
-__all__ = ["DEFAULT_FLOW", "FlowSampler", "build_flow"]
+__all__ = ["DEFAULT_CINN", "DEFAULT_FLOW", "ConditionalINN", "FlowSampler", "build_flow"]
 
 DEFAULT_FLOW: dict[str, Any] = {
     "transforms": 4,
     "bins": 8,
     "hidden_features": [128, 128],
     "passes": 2,
+}
+
+DEFAULT_CINN: dict[str, Any] = {
+    **DEFAULT_FLOW,
+    "summary_hidden": [128, 128],
+    "summary_features": 32,
 }
 
 
@@ -69,6 +76,39 @@ class FlowSampler(nn.Module):
         super().__init__()
         self.flow = flow
 
+    def log_prob(self, y: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log p(y \\mid c)` per row (the training objective)."""
+        return self.flow(context).log_prob(y)
+
     def forward(self, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Standardised targets for standardised ``context`` and standard-normal ``noise``."""
         return self.flow(context).transform.inv(noise)
+
+
+class ConditionalINN(nn.Module):
+    r"""Conditional INN with a learnt summary of the condition (Ardizzone et al. 2019,
+    arXiv:1907.02392; Bellagente et al. 2020, arXiv:2006.06685, the unfolding cINN).
+
+    :math:`\log p(y \mid x) = \log p_{\rm NSF}(y \mid s_\phi(x))`: an MLP :math:`s_\phi`
+    compresses the (standardised, padded) detector-level event :math:`x` into
+    ``summary_features`` numbers that condition the NSF of :func:`build_flow`; both are
+    trained jointly on the likelihood, so the summary keeps what the posterior needs.
+    ``arch`` adds ``summary_hidden`` and ``summary_features`` to the flow's keys
+    (defaults: :data:`DEFAULT_CINN`). Sampling is ``forward(context, noise)`` as in
+    :class:`FlowSampler`, so the artifact, ONNX and noise conventions are the same.
+    """
+
+    def __init__(self, features: int, context: int, arch: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        arch = {**DEFAULT_CINN, **(arch or {})}
+        summary = int(arch["summary_features"])
+        self.summary = mlp(context, summary, arch["summary_hidden"])
+        self.flow = build_flow(features, summary, arch)
+
+    def log_prob(self, y: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log p(y \\mid x)` per row."""
+        return self.flow(self.summary(context)).log_prob(y)
+
+    def forward(self, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Standardised targets :math:`y = f^{-1}_{s(x)}(z)` for the noise :math:`z`."""
+        return self.flow(self.summary(context)).transform.inv(noise)

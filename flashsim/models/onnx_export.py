@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import Model, load_model
+from flashsim.models.artifact import GENERATIVE_KINDS, Model, load_model
 
 __all__ = ["OPSET", "export_model", "export_onnx", "onnx_parity"]
 
@@ -29,7 +29,7 @@ OPSET = 17
 
 def _example(model: Model, rows: int = 4) -> tuple[tuple[torch.Tensor, ...], list[str]]:
     context = torch.zeros(rows, len(model.context.columns))
-    if model.kind == "flow":
+    if model.kind in GENERATIVE_KINDS:
         return (context, torch.zeros(rows, len(model.target.columns))), ["context", "noise"]
     return (context,), ["context"]
 
@@ -55,7 +55,7 @@ def onnx_parity(model: Model, session, rows: int = 512, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     context = rng.standard_normal((rows, len(model.context.columns))).astype(np.float32)
     noise = (rng.standard_normal((rows, len(model.target.columns))).astype(np.float32)
-             if model.kind == "flow" else None)
+             if model.kind in GENERATIVE_KINDS else None)
     with torch.no_grad():
         args = [torch.from_numpy(context)] + ([torch.from_numpy(noise)] if noise is not None else [])
         reference = model.module(*args).numpy()

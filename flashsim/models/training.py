@@ -3,7 +3,8 @@ r"""Training loop for flows, efficiency classifiers and the multiplicity model.
 Losses (all weighted by the per-row event weight :math:`w`, i.e. ``genWeight`` with its
 sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i w_i`:
 
-* flow: :math:`\ell = -\log p_\theta(y \mid c)` (negative log-likelihood of the NSF),
+* flow, cinn: :math:`\ell = -\log p_\theta(y \mid c)` (negative log-likelihood of the NSF,
+  for the cINN of its summary network and NSF together),
   with the dequantisation/spike noise of :mod:`flashsim.models.transforms` redrawn
   every epoch; a Bayesian flow (``bayesian: true``) adds
   :math:`\mathrm{KL}(q_\phi \| p) / N_\text{train}` to every batch's loss, the negative
@@ -37,6 +38,7 @@ import torch
 
 from flashsim.errors import FlashSimError
 from flashsim.models.artifact import (
+    GENERATIVE_KINDS,
     Model,
     build_module,
     code_version,
@@ -46,7 +48,7 @@ from flashsim.models.artifact import (
     training_samples,
 )
 from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, is_bayesian, kl_divergence
-from flashsim.models.flows import DEFAULT_FLOW
+from flashsim.models.flows import DEFAULT_CINN, DEFAULT_FLOW
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
 
@@ -54,6 +56,7 @@ __all__ = ["TrainConfig", "load_config", "train_model", "validation_mask"]
 
 _DEFAULT_ARCH = {
     "flow": DEFAULT_FLOW,
+    "cinn": DEFAULT_CINN,
     "classifier": {"hidden_features": [64, 64]},
     "multiplicity": {"hidden_features": [64, 64]},
 }
@@ -112,8 +115,8 @@ def validation_mask(keys: np.ndarray, fraction: float) -> np.ndarray:
 def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
           w: torch.Tensor, kl_scale: float = 0.0) -> torch.Tensor:
     """Weighted mean loss of the rows, plus ``kl_scale`` times the KL of a Bayesian module."""
-    if kind == "flow":
-        per_row = -module.flow(c).log_prob(y)
+    if kind in GENERATIVE_KINDS:
+        per_row = -module.log_prob(y, c)
     elif kind == "classifier":
         per_row = torch.nn.functional.binary_cross_entropy_with_logits(
             module.logits(c), y, reduction="none")
@@ -145,7 +148,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
 
     context = Preprocessor.fit(list(spec.context), rows(table.context, train), context=True)
     target = None
-    if kind == "flow":
+    if kind in GENERATIVE_KINDS:
         targets = [t for t in spec.targets if t.name in table.target]
         if not targets:
             raise FlashSimError(f"{spec.name}: the training files have none of the target "
@@ -172,7 +175,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
 
     def tensors(mask: np.ndarray, noise_rng: np.random.Generator):
         c = torch.from_numpy(context.forward(rows(table.context, mask)))
-        if kind == "flow":
+        if kind in GENERATIVE_KINDS:
             y = torch.from_numpy(target.forward(rows(table.target, mask), noise_rng))
         else:
             label = next(iter(table.target.values()))[mask]
@@ -285,7 +288,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
 
 
 def _loss_name(kind: str, bayesian: bool) -> str:
-    if kind == "flow":
+    if kind in GENERATIVE_KINDS:
         return "nll+kl/n" if bayesian else "nll"
     return "bce" if kind == "classifier" else "ce"
 

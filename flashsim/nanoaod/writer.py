@@ -36,7 +36,8 @@ from flashsim.nanoaod.precision import FULL_PRECISION, reduce_mantissa
 from flashsim.nanoaod.schema import BranchSpec, load_schema, schema_path
 from flashsim.output_path import check_output_file
 
-__all__ = ["EVENT_ID_BRANCHES", "PROVENANCE_KEY", "Chunk", "NanoAODWriter", "write_nanoaod"]
+__all__ = ["EVENT_ID_BRANCHES", "PROVENANCE_KEY", "Chunk", "NanoAODWriter", "RootFileWriter",
+           "patch_branches", "temporary_output", "write_nanoaod"]
 
 Chunk = dict[str, Any]
 """In-memory NanoAOD chunk, see the module docstring."""
@@ -51,7 +52,7 @@ _COUNTER_DTYPE = np.dtype(">u4")
 """CMS NanoAOD counters (``nMuon``) are uint32 (big-endian on disk)."""
 
 
-def _patch_branches(
+def patch_branches(
     tree: uproot.writing.WritableTree, titles: Mapping[str, str], counters: Iterable[str] = ()
 ) -> None:
     """Give every TBranch its NanoAOD title and every counter ``nX`` the NanoAOD dtype uint32.
@@ -113,7 +114,90 @@ def _nanoaod_precision(array: np.ndarray, spec: BranchSpec) -> np.ndarray:
     return reduce_mantissa(array, spec.precision)
 
 
-class NanoAODWriter:
+def temporary_output(path: str | os.PathLike[str]) -> Path:
+    """Check ``path`` (:func:`flashsim.output_path.check_output_file`), create an empty
+    temporary file beside it and return the temporary file's name.
+
+    Writers fill it and ``os.replace`` it onto ``path`` when complete, so a failed write
+    never leaves a partial file under the requested name.
+    """
+    path = Path(path)
+    parent = check_output_file(path).parent.resolve()
+    # unlike tempfile.mkstemp (mode 0600), os.open honours the umask like any output file
+    tmp = parent / f"{path.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise FlashSimError(
+            f"cannot create a file in {parent} ({err.strerror}); choose a writable output path"
+        ) from None
+    return tmp
+
+
+class RootFileWriter:
+    """A ROOT file written under a temporary name (:func:`temporary_output`) and moved to
+    ``path`` by :meth:`close`, or deleted by :meth:`abort`; as a context manager it closes on
+    success and aborts on an exception, so no partial file ever carries the requested name.
+
+    ``provenance`` (a JSON-serialisable dict: how the file was made) is stored at close as
+    the ``TObjString`` ``flashsim_provenance``. Subclasses fill :attr:`file` (an uproot
+    writable file) and add what must be written last in :meth:`_finish`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str],
+                 provenance: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self._provenance = None if provenance is None else json.dumps(dict(provenance))
+        self._tmp = temporary_output(self.path)
+        try:
+            self.file = uproot.recreate(self._tmp)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _finish(self) -> None:
+        """Write what belongs at the end of the file (called by :meth:`close`)."""
+
+    def close(self) -> None:
+        """Finish, write the provenance, close the file and move it to its final name."""
+        if self._closed:
+            return
+        try:
+            self._finish()
+            if self._provenance is not None:
+                self.file[PROVENANCE_KEY] = self._provenance
+            self.file.close()
+            self._closed = True
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Discard everything written: close and delete the temporary file."""
+        self._closed = True
+        try:
+            self.file.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+class NanoAODWriter(RootFileWriter):
     """Context manager writing NanoAOD chunks to one ROOT file.
 
     ``provenance`` (a JSON-serialisable dict: how the file was made) is stored as the
@@ -135,42 +219,13 @@ class NanoAODWriter:
     def __init__(self, path: str | os.PathLike[str], runs: Mapping[str, Any] | None = None,
                  provenance: Mapping[str, Any] | None = None):
         self.path = Path(path)
-        self._provenance = None if provenance is None else json.dumps(dict(provenance))
-        parent = check_output_file(self.path).parent.resolve()
+        check_output_file(self.path)
         self._schema = load_schema()
         self._runs = None if runs is None else self._check_runs(runs)
         self._run_sums: dict[int, np.ndarray] = {}  # run -> [count, sumw, sumw2]
         self._layout: dict[str, tuple[str, ...] | None] | None = None
         self._tree: uproot.writing.WritableTree | None = None
-        # unlike tempfile.mkstemp (mode 0600), os.open honours the umask like any output file
-        self._tmp = parent / f"{self.path.name}.tmp-{secrets.token_hex(4)}"
-        try:
-            os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except OSError as err:
-            raise FlashSimError(
-                f"cannot create a file in {parent} ({err.strerror}); choose a writable output path"
-            ) from None
-        try:
-            self._file = uproot.recreate(self._tmp)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        self._closed = False
-
-    # -- context manager -------------------------------------------------------------------
-    def __enter__(self) -> NanoAODWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        super().__init__(path, provenance)
 
     # -- public ----------------------------------------------------------------------------
     def write(self, chunk: Mapping[str, Any]) -> None:
@@ -180,12 +235,12 @@ class NanoAODWriter:
         arrays, titles, layout, n_events = self._prepare(chunk)
         if self._layout is None:
             self._layout = layout
-            self._tree = self._file.mktree(
+            self._tree = self.file.mktree(
                 "Events", {k: _branch_type(v) for k, v in arrays.items()}, title="Events"
             )
             counters = [c.counter for name, c in self._schema.collections.items()
                         if name in arrays and c.jagged]
-            _patch_branches(self._tree, titles, counters)
+            patch_branches(self._tree, titles, counters)
         elif layout != self._layout:
             raise FlashSimError(
                 f"chunk written to {self.path} has branches {_describe(layout)} but the first chunk "
@@ -196,30 +251,11 @@ class NanoAODWriter:
             self._tree.extend(arrays)
             self._accumulate_runs(chunk, n_events)
 
-    def close(self) -> None:
-        """Write the ``Runs`` tree, close the file and move it to its final name."""
-        if self._closed:
-            return
-        try:
-            if self._tree is None:  # nothing written: still a valid file with the event ids
-                self.write({name: np.zeros(0) for name in EVENT_ID_BRANCHES})
-            self._write_runs()
-            if self._provenance is not None:
-                self._file[PROVENANCE_KEY] = self._provenance
-            self._file.close()
-            self._closed = True
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        """Discard everything written: close and delete the temporary file."""
-        self._closed = True
-        try:
-            self._file.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+    def _finish(self) -> None:
+        """The ``Runs`` tree (and the event ids of an empty file)."""
+        if self._tree is None:  # nothing written: still a valid file with the event ids
+            self.write({name: np.zeros(0) for name in EVENT_ID_BRANCHES})
+        self._write_runs()
 
     # -- internals -------------------------------------------------------------------------
     def _prepare(
@@ -346,8 +382,8 @@ class NanoAODWriter:
             )
             runs = {"run": np.asarray(keys), **columns}
             runs = {name: runs[name].astype(spec.dtype) for name, spec in specs.items()}
-        tree = self._file.mktree("Runs", {k: v.dtype for k, v in runs.items()}, title="Runs")
-        _patch_branches(tree, {name: spec.doc for name, spec in specs.items()})
+        tree = self.file.mktree("Runs", {k: v.dtype for k, v in runs.items()}, title="Runs")
+        patch_branches(tree, {name: spec.doc for name, spec in specs.items()})
         if len(runs["run"]):
             tree.extend(runs)
 

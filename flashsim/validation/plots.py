@@ -16,7 +16,7 @@ import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["FULL_LABEL", "FLASH_LABEL", "binning", "plot_comparison", "plot_matrix",
-           "plot_profiles", "plot_roc"]
+           "plot_profiles", "plot_roc", "plt", "save_figure", "style_label"]
 
 FULL_LABEL = "Full simulation"
 FLASH_LABEL = "FlashSim"
@@ -30,7 +30,7 @@ plt.style.use(hep.style.CMS)
 plt.rcParams.update({"xtick.minor.visible": False, "ytick.minor.visible": False})
 
 
-def _label(ax) -> None:
+def style_label(ax) -> None:
     # CMS style, but not the CMS label: these figures are not CMS results. hep.cms.label
     # draws the whole figure to place its text (~1 s per figure); two plain texts are free.
     ax.text(0.0, 1.01, "flashsim", transform=ax.transAxes, fontsize=20, fontweight="bold",
@@ -39,7 +39,7 @@ def _label(ax) -> None:
             va="bottom", ha="left")
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     # mplhep's CMS style puts axis labels at the figure edges: a tight box keeps them whole
     fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     plt.close(fig)
@@ -105,7 +105,7 @@ def plot_comparison(
     if logy:
         ax.set_yscale("log")
     ax.legend(loc=_LEGEND_LOC, title=note or None, fontsize=14, title_fontsize=12)
-    _label(ax)
+    style_label(ax)
     filled = v_full > 0  # empty full-sim bins have no ratio: drawn as 0 ± 0
     ratio = np.divide(v_flash, v_full, out=np.zeros_like(v_flash), where=filled)
     ratio_err = np.divide(e_flash, v_full, out=np.zeros_like(e_flash), where=filled)
@@ -119,7 +119,7 @@ def plot_comparison(
     rax.set_ylim(0.5, 1.5)
     rax.set_ylabel("Flash/Full")
     rax.set_xlabel(xlabel)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_profiles(
@@ -142,8 +142,8 @@ def plot_profiles(
     if logx:
         ax.set_xscale("log")
     ax.legend(loc=_LEGEND_LOC, fontsize=14)
-    _label(ax)
-    _save(fig, path)
+    style_label(ax)
+    save_figure(fig, path)
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> None:
@@ -156,8 +156,8 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path:
     ax.set_xlabel("Signal efficiency")
     ax.set_ylabel("Background efficiency")
     ax.legend(loc=_LEGEND_LOC, title=title, fontsize=12, title_fontsize=12)
-    _label(ax)
-    _save(fig, path)
+    style_label(ax)
+    save_figure(fig, path)
 
 
 def plot_matrix(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
@@ -169,4 +169,4 @@ def plot_matrix(matrix: np.ndarray, labels: list[str], title: str, path: Path) -
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_title(title, fontsize=14)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)
