@@ -91,6 +91,11 @@ def distances(unfolded: np.ndarray, truth: np.ndarray,
 
 
 def sum_distances(per_component: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Each distance summed over components (Table 1 of Shmakov et al. sums them)."""
+    """Each distance summed over components (Table 1 of Shmakov et al. sums them); NaN
+    components are skipped, and a distance that is NaN for every component stays NaN."""
     keys = next(iter(per_component.values()), {}).keys()
-    return {k: float(np.nansum([d[k] for d in per_component.values()])) for k in keys}
+    out = {}
+    for k in keys:
+        values = np.array([d[k] for d in per_component.values()], dtype=np.float64)
+        out[k] = float(np.nansum(values)) if np.isfinite(values).any() else math.nan
+    return out

@@ -8,7 +8,8 @@ On held-out NANOAODSIM events (never used in training) it measures
 * **global distances** (Shmakov et al. 2023, Table 1): per target, W1, energy distance, KS
   and KL (64/128/256 bins) between the unfolded distribution and the GEN truth, summed over
   the targets: cINN with one posterior draw per event, OmniFold with its weights on the
-  simulated GEN events, IBU (its targets only) with the unfolded counts at the bin centres;
+  simulated GEN events, IBU (its targets only) with the unfolded counts at the bin centres
+  (its KL with more bins than IBU has is undefined: NaN);
 * **per-event posteriors** of a few events (``posterior_event*.png``);
 * **model dependence**: the held-out sample is reweighted, at GEN level, by
   :math:`w = (v/\tilde v)^{\alpha}` with :math:`v` the task's tilt variable
@@ -63,7 +64,9 @@ def _ibu_metrics(histograms: dict[str, dict], events: TaskEvents) -> dict[str, A
     for name, h in histograms.items():
         centres = 0.5 * (h["edges"][1:] + h["edges"][:-1])
         truth = np.clip(events.truth_targets[name], h["edges"][0], h["edges"][-1])
-        per_target[name] = distances(centres, truth, weights=h["unfolded"])
+        per_target[name] = {
+            k: (v if not k.startswith("KL") or int(k[2:]) <= len(centres) else float("nan"))
+            for k, v in distances(centres, truth, weights=h["unfolded"]).items()}
     return {"distances": per_target, "sum": sum_distances(per_target),
             "iterations": {n: h["iterations"] for n, h in histograms.items()}}
 
