@@ -22,7 +22,7 @@ __all__ = ["ModelSpec", "TrainingTable"]
 class ModelSpec:
     """One model of an object: what it conditions on and which columns it may generate.
 
-    ``kind`` is ``flow``, ``classifier`` or ``multiplicity`` (with ``max_count`` classes
+    ``kind`` is ``flow``, ``cinn`` (the unfolding cINN), ``classifier`` or ``multiplicity`` (with ``max_count`` classes
     0..max_count). ``targets`` are candidates: training keeps those present in the training
     files and records the list in the artifact. ``required`` names the targets the simulation
     cannot do without: training fails when the files lack one, and so does loading an
