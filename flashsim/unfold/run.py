@@ -5,7 +5,7 @@ cINN artifact, listed in ``manifest.json``), ``TASK_ibu.npz`` (response matrices
 and ``TASK_omnifold.npz`` (the simulated (GEN, RECO) pairs OmniFold reweights). The shipped
 directory is ``flashsim/pretrained/unfold``.
 
-Randomness: the posterior samples of a chunk come from :func:`flashsim.runtime.chunk_rng`
+Randomness: the posterior samples of a chunk come from :func:`flashsim.runtime.chunk_seed`
 keyed by ``"unfold:METHOD:FILE"`` and the chunk's entry range, so a run is reproducible and
 every purpose has its own stream.
 """
@@ -41,8 +41,9 @@ CHUNK_EVENTS = 50_000
 def chunk_rng(seed: int, purpose: str, events: TaskEvents) -> np.random.Generator:
     """The generator of one chunk for one purpose (see module doc)."""
     start = int(events.source.get("entry_start", 0))
-    return runtime.chunk_rng(seed, f"{purpose}:{events.source.get('path', '')}", start,
-                             start + int(events.source.get("entries", 0)))
+    return np.random.default_rng(runtime.chunk_seed(
+        seed, f"{purpose}:{events.source.get('path', '')}", start,
+        start + int(events.source.get("entries", 0))))
 
 
 def _method(method: str) -> str:
