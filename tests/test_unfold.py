@@ -33,7 +33,7 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def dy_sample(tmp_path_factory):
     """300 dy_mumu events with the reference detector (GEN + RECO)."""
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
 
     path = tmp_path_factory.mktemp("unfold") / "dy.root"
     generate_file("dy_mumu", 300, path, seed=1_800_018, refsim=True)
@@ -189,7 +189,7 @@ def test_validate_writes_the_report(dy_sample, trained, tmp_path, monkeypatch, c
 
 @pytest.mark.slow  # generates 200 semi-leptonic ttbar events with the reference detector
 def test_ttbar_mujets_partons_and_selection(tmp_path):
-    from flashsim.generation import generate_file
+    from flashsim.production import generate_file
 
     path = tmp_path / "tt.root"
     generate_file("ttbar_mujets", 200, path, seed=1_800_019, refsim=True)
