@@ -11,9 +11,10 @@
 #    MODEL_DIR (default flashsim/pretrained/unfold: both are shipped, 1 MB together);
 # 3. OmniFold's stored simulation (not shipped: it is the training sample itself, a few MB)
 #    and the validation reports, into runs/unfold/.
-# On the shared 2-core development machine the samples took about 80 minutes (Pythia and
-# the reference detector at ~3-5 events/s per process while other jobs ran), the trainings
-# a few minutes each.
+# On the shared 2-core development machine (several other jobs running) the samples took
+# about 80 minutes (Pythia and the reference detector at 3-5 events/s per process), the
+# dimuon cINN 20 minutes of wall time (90 s of CPU), the ttbar_mujets cINN about 8 minutes,
+# each validation a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-flashsim/pretrained/unfold}
