@@ -22,9 +22,10 @@ SAMPLES=training/samples
 RUNS=runs/unfold
 mkdir -p "$SAMPLES" "$OUT" "$RUNS/models"
 export OMP_NUM_THREADS=1
+REFDET=$(python -c "from flashsim.refdet import DETECTOR_VERSION; print(DETECTOR_VERSION)")
 
 sample() {  # process events seed -> path
-  local file="$SAMPLES/$1_$2_seed$3.root"
+  local file="$SAMPLES/$1_$2_seed$3_refdet$REFDET.root"
   [ -f "$file" ] || flashsim generate "$1" -n "$2" --seed "$3" --jobs 1 --refsim -o "$file" >&2
   echo "$file"
 }
