@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import load_model, save_model, write_manifest
+from flashsim.models.artifact import PRETRAINED, load_model, save_model, write_manifest
 from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.training import TrainConfig, train_model, validation_mask
@@ -284,3 +284,26 @@ def test_required_target_is_enforced_in_training_and_loading(tmp_path):
     write_manifest(tmp_path)
     with pytest.raises(FlashSimError, match="pv_flow .* does not generate fixedGridRhoFastjetAll"):
         load_models(tmp_path, required=["pv_flow"])
+
+
+def test_constant_target_is_returned_not_sampled(tmp_path):
+    """A target with one value in every training row (a flag no training object sets) is
+    stored in the artifact and returned exactly; the flow learns the others."""
+    import onnxruntime as ort
+
+    from flashsim.models.onnx_export import export_model, onnx_parity
+
+    table = _synthetic_flow_table(n=500)
+    table.target["flag"] = np.ones(500)
+    model = train_model(FLOW_SPEC, table, tmp_path, TrainConfig(epochs=1, architecture=TINY),
+                        progress=False)
+    assert model.meta["target_constants"] == {"flag": 1.0}
+    assert model.target.names == ["a"]
+    write_manifest(tmp_path)
+    loaded = load_model(tmp_path, "toy_flow")
+    out = loaded.sample({"c": np.linspace(-2, 2, 50)}, np.random.default_rng(1))
+    np.testing.assert_array_equal(out["flag"], np.ones(50))
+    assert np.unique(out["a"]).size == 50
+    assert onnx_parity(loaded, ort.InferenceSession(export_model(loaded))) < 1e-4
+    # the shipped artifacts, trained before constants were stored, have none
+    assert load_model(PRETRAINED, "muon_flow").constants == {}

@@ -2,7 +2,8 @@
 
 One artifact = ``NAME.pt`` (the torch ``state_dict``, saved with ``torch.save``) and
 ``NAME.json`` (object, kind, the fitted context/target preprocessing, architecture,
-library versions, final validation metrics, and under ``training``: the sample files with
+library versions, final validation metrics, ``target_constants`` (flow targets constant in
+the training data: returned, not sampled; optional), and under ``training``: the sample files with
 their processes and seeds, the git commit of the code and whether it had uncommitted
 changes, epochs run, training wall time and device; see :func:`code_version` and
 :func:`training_samples`). A
@@ -210,11 +211,21 @@ class Model:
 
     def sample(self, columns: dict[str, np.ndarray], rng: np.random.Generator,
                noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Flow or cINN: one sample of every target per row, as NanoAOD values (float64)."""
+        """Flow or cINN: one sample of every target per row, as NanoAOD values (float64), and
+        the :attr:`constants`."""
         context = self.standardised_context(columns)
         if noise is None:
             noise = rng.standard_normal((len(context), len(self.target.columns)))
-        return self.target.inverse(self.run(context, noise.astype(np.float32)))
+        out = self.target.inverse(self.run(context, noise.astype(np.float32)))
+        out.update({name: np.full(len(context), value)
+                    for name, value in self.constants.items()})
+        return out
+
+    @property
+    def constants(self) -> dict[str, float]:
+        """Targets that were constant in the training data, with their value: returned
+        by :meth:`sample`, not sampled (artifacts trained before record none)."""
+        return self.meta.get("target_constants", {})
 
     def probability(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Classifier: :math:`P(\\text{reco} \\mid c)` per row; multiplicity: class probabilities."""
@@ -401,7 +412,8 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
             raise FlashSimError(f"model {name} in {directory} was trained on features "
                                 f"{model.context.names}, this flashsim computes {expected}: "
                                 "re-train it with this version (`flashsim train`)")
-        generated = model.target.names if model.target is not None else []
+        generated = [*(model.target.names if model.target is not None else []),
+                     *model.constants]
         absent = [t for t in spec.required if t not in generated]
         if absent:
             raise FlashSimError(f"model {name} in {directory} does not generate "

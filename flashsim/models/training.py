@@ -12,6 +12,9 @@ sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i
 * classifier: binary cross-entropy on the logit;
 * multiplicity: categorical cross-entropy.
 
+A flow target that takes one value in every training row (:func:`constant_targets`) is not
+given to the flow (a cINN keeps all its targets: its task maps them all); the artifact records it in ``target_constants`` and sampling returns it.
+
 Rows are split into training and validation **by event** (a 64-bit hash of
 ``(run, luminosityBlock, event)``), so the objects of one event never straddle the
 split. AdamW with a cosine (or plateau) learning-rate schedule; early stopping on the
@@ -52,7 +55,7 @@ from flashsim.models.flows import DEFAULT_CINN, DEFAULT_FLOW
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
 
-__all__ = ["TrainConfig", "load_config", "train_model", "validation_mask"]
+__all__ = ["TrainConfig", "constant_targets", "load_config", "train_model", "validation_mask"]
 
 _DEFAULT_ARCH = {
     "flow": DEFAULT_FLOW,
@@ -126,6 +129,19 @@ def _loss(module: torch.nn.Module, kind: str, c: torch.Tensor, y: torch.Tensor,
     return loss + kl_scale * kl_divergence(module) if kl_scale else loss
 
 
+def constant_targets(table: TrainingTable, names: list[str]) -> dict[str, float]:
+    """The targets among ``names`` that take one value in every row of ``table`` (at least two
+    rows), with that value: a flow would only blur them, so the artifact stores them as
+    ``target_constants`` and :meth:`~flashsim.models.artifact.Model.sample` returns them
+    exactly."""
+    out = {}
+    for name in names:
+        values = np.asarray(table.target[name], dtype=np.float64)
+        if len(values) > 1 and np.all(values == values[0]):
+            out[name] = float(values[0])
+    return out
+
+
 def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, config: TrainConfig,
                 provenance: dict[str, Any] | None = None, *, progress: bool = True) -> Model:
     """Fit preprocessing and network of model ``spec`` on ``table``; save the artifact."""
@@ -134,6 +150,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         raise FlashSimError(f"{spec.name}: only {len(table)} training rows; give more events "
                             "with --data / --max-events")
     kind = spec.kind
+    constants: dict[str, float] = {}
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     val = validation_mask(table.event, config.val_fraction)
@@ -157,6 +174,13 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         if missing:
             raise FlashSimError(f"{spec.name}: the training files lack {', '.join(missing)}, "
                                 "which the simulation needs; train on NANOAODSIM that has it")
+        if kind == "flow":  # a cINN's latent targets all enter its task's mapping
+            constants = constant_targets(table, [t.name for t in targets])
+        targets = [t for t in targets if t.name not in constants]
+        if not targets:
+            raise FlashSimError(f"{spec.name}: every target is constant in the training files "
+                                f"({constants}); a flow has nothing to learn: train on more "
+                                "events with --data / --max-events")
         target = Preprocessor.fit(targets, rows(table.target, train))
     arch = {**_DEFAULT_ARCH[kind], **config.architecture}
     if kind == "multiplicity":
@@ -167,6 +191,8 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         "name": spec.name, "object": spec.object, "kind": kind, "architecture": arch,
         "context": context.to_dict(), "target": target.to_dict() if target else None,
     }
+    if constants:
+        meta["target_constants"] = constants
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")
