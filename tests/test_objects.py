@@ -217,6 +217,10 @@ def _assert_exact_columns(reco):
     np.testing.assert_array_equal(ak.to_numpy(ak.flatten(muons.looseId)), loose)
     np.testing.assert_array_equal(flat(muons, "tightCharge"),
                                   np.where(flat(muons, "ptErr") / flat(muons, "pt") < 0.2, 2, 0))
+    alone = muons[muons.jetIdx < 0]
+    assert ak.sum(ak.num(alone)) > 0
+    np.testing.assert_array_equal(flat(alone, "jetRelIso"), flat(alone, "pfRelIso04_all"))
+    assert ak.all(alone.jetPtRelv2 == 0)
     for leptons in (muons, electrons):
         ip3d = np.hypot(flat(leptons, "dxy"), flat(leptons, "dz") / np.cosh(flat(leptons, "eta")))
         np.testing.assert_allclose(flat(leptons, "ip3d"), ip3d, rtol=1e-6)  # float32 storage

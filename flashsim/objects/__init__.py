@@ -78,7 +78,8 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     """Flash RECO collections for a GEN chunk.
 
     Order: muons, matched jets, fake jets (each efficiency -> flow -> post-processing),
-    jets merged and pT-ordered, muon-jet cross-references rebuilt, then MET (given the
+    jets merged and pT-ordered, muon-jet cross-references rebuilt (and the jet variables of
+    muons in no jet set, :func:`~flashsim.objects.muon.jetless_isolation`), then MET (given the
     flash objects) and the pileup observables, then — when ``models`` has them — electrons
     (their working points need the simulated rho) and the electron-jet cross-references.
     Electrons draw from their own stream (``rng.spawn``), so the other collections do not
@@ -101,6 +102,7 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
         fakes = fake_jet.simulate(gen, models, rng)
     with stage("assembly"):
         muons, jets = crossref.link(muons, crossref.merge_jets(matched, fakes))
+        muons = muon.jetless_isolation(muons)
     with stage("met_pv"):
         pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)

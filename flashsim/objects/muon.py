@@ -28,7 +28,11 @@ of models trained before, which sample them, are overwritten): ``looseId`` = ``i
 and (``isGlobal`` or ``isTracker``) (muon POG loose ID), ``tightCharge`` = 2 if
 :math:`\sigma_{p_T}/p_T < 0.2` else 0 (NanoAOD's definition on the best track), ``ip3d``
 (:func:`flashsim.objects.lepton.impact_parameter_3d`). All three hold in every muon of
-``nano_dy.root`` (real CMS) and by construction in the reference detector.
+``nano_dy.root`` (real CMS) and by construction in the reference detector. For a muon in no
+jet (``jetIdx == -1``, known once :mod:`flashsim.objects.crossref` has linked the jets),
+``jetRelIso`` is ``pfRelIso04_all`` and ``jetPtRelv2`` is 0, as NanoAOD defines them
+(:func:`jetless_isolation`; ``nano_dy.root`` and 300 reference-detector ttbar events: every
+such muon, to float precision); with a jet both stay sampled.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = [
     "TRAINING_NAMES",
     "exact_columns",
     "gen_muons",
+    "jetless_isolation",
     "simulate",
     "training_tables",
 ]
@@ -107,6 +112,19 @@ def exact_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if {"dxy", "dz"} <= set(fields):
         out["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
     return out
+
+
+def jetless_isolation(muons: ak.Array) -> ak.Array:
+    """``muons`` with ``jetRelIso`` = ``pfRelIso04_all`` and ``jetPtRelv2`` = 0 where
+    ``jetIdx == -1`` (module doc), when the muons have those fields."""
+    if not {"jetIdx", "jetRelIso", "jetPtRelv2", "pfRelIso04_all"} <= set(muons.fields):
+        return muons
+    alone = muons.jetIdx < 0
+    for field, value in (("jetRelIso", muons.pfRelIso04_all), ("jetPtRelv2", 0.0)):
+        dtype = ak.to_numpy(ak.flatten(muons[field])).dtype
+        muons = ak.with_field(muons, ak.values_astype(ak.where(alone, value, muons[field]),
+                                                      dtype), field)
+    return muons
 
 
 def gen_muons(gen: dict) -> ak.Array:
