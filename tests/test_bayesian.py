@@ -268,6 +268,8 @@ def test_simulate_and_validate_model_draws(reference_nano, bayesian_tiny_models,
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "3 weight draws" in summary and "at 2σ" in summary
     assert (tmp_path / "report" / "MET_pt.png").is_file()
+    jet_median = result["response"]["Jet"]["flash_model_sigma"]["pt"]["median"]
+    assert np.nanmax(jet_median) > 0  # the draws move the jet response
 
 
 def test_model_band_coverage_of_a_known_truth():

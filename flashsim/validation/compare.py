@@ -385,9 +385,32 @@ def _binned_quantiles(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict:
             "resolution_err": res_err, "n": count}
 
 
-def compare_response(full: ak.Array, flash: ak.Array, outdir: Path | None) -> dict:
+def _response_profiles(events: ak.Array, reco: str, gen: str, index: str,
+                       pt_edges: np.ndarray, eta_edges: np.ndarray) -> dict:
+    """Median and resolution of the pT response of ``reco`` objects vs GEN pT and η."""
+    pairs = ak.flatten(_gen_matched(events, reco, gen, index))
+    gen_pt, gen_eta = ak.to_numpy(pairs.gen.pt), ak.to_numpy(pairs.gen.eta)
+    response = ak.to_numpy(pairs.reco.pt) / gen_pt
+    return {"pt": _binned_quantiles(gen_pt, response, pt_edges),
+            "eta": _binned_quantiles(gen_eta, response, eta_edges)}
+
+
+def _spread(profiles: list[dict], axis: str, quantity: str) -> np.ndarray:
+    """Standard deviation over weight draws of one profile (NaN where fewer than 2 draws have
+    a value)."""
+    values = np.array([p[axis][quantity] for p in profiles])
+    enough = np.isfinite(values).sum(axis=0) >= 2
+    out = np.full(values.shape[1], np.nan)
+    out[enough] = np.nanstd(values[:, enough], axis=0, ddof=1)
+    return out
+
+
+def compare_response(full: ak.Array, flash: ak.Array, outdir: Path | None,
+                     flash_draws: Sequence[ak.Array] | None = None) -> dict:
     """pT response (reco/GEN) median and resolution vs GEN pT and η: muons, electrons (GEN
-    electron or photon partner) and matched jets."""
+    electron or photon partner) and matched jets. ``flash_draws`` (the events of every weight
+    draw of Bayesian models) adds ``flash_model_sigma``, the spread of each profile over the
+    draws, drawn as a band around the flash points."""
     out: dict = {}
     setups = (*((name, "GenPart", "genPartIdx", _MUON_PT_EDGES, _LEPTON_ETA_EDGES[name])
                 for name in ("Muon", "Electron")),
@@ -395,15 +418,16 @@ def compare_response(full: ak.Array, flash: ak.Array, outdir: Path | None) -> di
     for reco, gen, index, pt_edges, eta_edges in setups:
         if index not in full[reco].fields or index not in flash[reco].fields:
             continue
-        views = {}
-        for label, events in ((plots.FULL_LABEL, full), (plots.FLASH_LABEL, flash)):
-            pairs = ak.flatten(_gen_matched(events, reco, gen, index))
-            gen_pt, gen_eta = ak.to_numpy(pairs.gen.pt), ak.to_numpy(pairs.gen.eta)
-            response = ak.to_numpy(pairs.reco.pt) / gen_pt
-            views[label] = {"pt": _binned_quantiles(gen_pt, response, pt_edges),
-                            "eta": _binned_quantiles(gen_eta, response, eta_edges)}
+        views = {label: _response_profiles(events, reco, gen, index, pt_edges, eta_edges)
+                 for label, events in ((plots.FULL_LABEL, full), (plots.FLASH_LABEL, flash))}
         out[reco] = {"pt_edges": pt_edges, "eta_edges": eta_edges,
                      "full": views[plots.FULL_LABEL], "flash": views[plots.FLASH_LABEL]}
+        if flash_draws is not None:
+            profiles = [_response_profiles(events, reco, gen, index, pt_edges, eta_edges)
+                        for events in flash_draws]
+            out[reco]["flash_model_sigma"] = {
+                axis: {q: _spread(profiles, axis, q) for q in ("median", "resolution")}
+                for axis in ("pt", "eta")}
         if outdir is None:
             continue
         for axis, edges, xlabel in (("pt", pt_edges, f"GEN {reco} $p_T$ [GeV]"),
@@ -412,9 +436,14 @@ def compare_response(full: ak.Array, flash: ak.Array, outdir: Path | None) -> di
                                      ("resolution", "$\\sigma(p_T/p_T^{GEN})$ / median")):
                 series = {label: (v[axis][quantity], v[axis][quantity + "_err"])
                           for label, v in views.items()}
+                band = None
+                if flash_draws is not None:
+                    centre = views[plots.FLASH_LABEL][axis][quantity]
+                    sigma = out[reco]["flash_model_sigma"][axis][quantity]
+                    band = (centre - sigma, centre + sigma)
                 plots.plot_profiles(edges, series, xlabel, ylabel,
                                     outdir / f"{reco}_{quantity}_vs_gen_{axis}.png",
-                                    logx=axis == "pt")
+                                    logx=axis == "pt", flash_band=band)
     return out
 
 
@@ -668,14 +697,15 @@ def run_validation(
     has_match = all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
     views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
     views = [v for v in views_full if v in views_flash]
-    draw_views = None
+    draw_events = draw_views = None
     if n_draws > 1:
-        draw_views = []
+        draw_events = []
         for k in range(n_draws):
             events = all_draws[draw == k]
             source, _ = match_events(full_sample.events, events)
-            draw_views.append(object_views(ak.with_field(events, source, "source"), has_match))
-    steps = {"response": lambda: compare_response(full, flash, figdir),
+            draw_events.append(ak.with_field(events, source, "source"))
+        draw_views = [object_views(events, has_match) for events in draw_events]
+    steps = {"response": lambda: compare_response(full, flash, figdir, draw_events),
              "efficiency": lambda: compare_efficiency(full, flash, figdir),
              "pileup_jets": lambda: compare_pileup_jets(full, flash, figdir),
              "events": lambda: compare_events(full, flash, full_twin, flash0, seed=seed),

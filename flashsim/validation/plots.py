@@ -130,11 +130,17 @@ def plot_profiles(
     path: Path,
     *,
     logx: bool = False,
+    flash_band: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """Points with error bars per x bin, one series per label (e.g. full and flash)."""
+    """Points with error bars per x bin, one series per label (e.g. full and flash);
+    ``flash_band`` (lower, upper per bin) is the model band of Bayesian flash models."""
     centers = 0.5 * (x_edges[1:] + x_edges[:-1])
     half = 0.5 * np.diff(x_edges)
     fig, ax = plt.subplots(figsize=(8, 6))
+    if flash_band is not None:  # bins without a value (NaN) get no bar
+        lower, upper = flash_band
+        ax.bar(centers, upper - lower, width=2 * half, bottom=lower, alpha=0.35,
+               color="tab:orange", label=f"{FLASH_LABEL} model band (1σ)")
     for offset, (label, (y, yerr)) in zip((-0.1, 0.1, 0.0, 0.2), series.items(), strict=False):
         ax.errorbar(centers + offset * half, y, yerr=yerr, xerr=half, fmt="o", ms=4, label=label)
     ax.set_xlabel(xlabel)
