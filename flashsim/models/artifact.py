@@ -52,6 +52,7 @@ __all__ = [
     "FORMAT_VERSION",
     "GENERATIVE_KINDS",
     "PRETRAINED",
+    "REFINERS",
     "Model",
     "ModelSet",
     "DEVICES",
@@ -70,6 +71,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 GENERATIVE_KINDS = ("flow", "cinn")
+REFINERS = "refiners"
+"""Sub-directory of a model directory with the latent refiners of its flows
+(:mod:`flashsim.models.refinement`): ``refiners/FLOW.pt`` and ``refiners/FLOW.json``."""
 """Model kinds that sample targets from noise (they have a target preprocessor)."""
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"
 _BATCH = 65536
@@ -135,6 +139,8 @@ def build_module(meta: dict[str, Any]) -> nn.Module:
     arch = meta["architecture"]
     if meta["kind"] == "flow":
         return FlowSampler(build_flow(len(meta["target"]["columns"]), n_context, arch))
+    if meta["kind"] == "refiner":
+        return FlowSampler(build_flow(int(meta["latent_features"]), n_context, arch))
     if meta["kind"] == "cinn":
         return ConditionalINN(len(meta["target"]["columns"]), n_context, arch)
     if meta["kind"] == "classifier":
@@ -156,6 +162,8 @@ class Model:
     backend: str = "torch"
     session: Any = field(default=None, repr=False)
     device: str = "cpu"
+    refiner: Model | None = None
+    """The flow's latent refiner (:mod:`flashsim.models.refinement`), when it is used."""
 
     @property
     def name(self) -> str:
@@ -164,7 +172,7 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """``flow``, ``cinn``, ``classifier`` or ``multiplicity``."""
+        """``flow``, ``cinn``, ``classifier``, ``multiplicity`` or ``refiner``."""
         return self.meta["kind"]
 
     @property
@@ -212,11 +220,15 @@ class Model:
     def sample(self, columns: dict[str, np.ndarray], rng: np.random.Generator,
                noise: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Flow or cINN: one sample of every target per row, as NanoAOD values (float64), and
-        the :attr:`constants`."""
+        the :attr:`constants`. ``noise`` (default: drawn from ``rng``) is standard normal; with
+        a :attr:`refiner` it is first mapped to the refined latent point :math:`z \\sim q(z|c)`."""
         context = self.standardised_context(columns)
         if noise is None:
             noise = rng.standard_normal((len(context), len(self.target.columns)))
-        out = self.target.inverse(self.run(context, noise.astype(np.float32)))
+        latent = noise.astype(np.float32)
+        if self.refiner is not None and len(context):
+            latent = self.refiner.run(context, latent)
+        out = self.target.inverse(self.run(context, latent))
         out.update({name: np.full(len(context), value)
                     for name, value in self.constants.items()})
         return out
@@ -251,6 +263,11 @@ class ModelSet(dict):
         self.manifest = manifest
         self.skipped = tuple(skipped or ())
         self._skipped_models = dict(skipped or {})
+
+    @property
+    def refined(self) -> list[str]:
+        """Names of the flows that sample through a latent refiner."""
+        return [name for name, model in self.items() if model.refiner is not None]
 
     @property
     def bayesian(self) -> list[str]:
@@ -358,6 +375,16 @@ def write_manifest(directory: str | Path, names: list[str] | None = None) -> dic
             "training": meta.get("training", {}),
         }
     manifest = {"format_version": FORMAT_VERSION, "versions": library_versions(), "models": models}
+    refiners = {}
+    for path in sorted((directory / REFINERS).glob("*.json")):
+        meta = json.loads(path.read_text())
+        refiners[path.stem] = {
+            "flow_sha256": meta.get("flow_sha256"),
+            "sha256": hashlib.sha256(path.with_suffix(".pt").read_bytes()).hexdigest(),
+            "metrics": meta.get("metrics", {}),
+        }
+    if refiners:  # optional key: directories without refiners keep their manifest as it was
+        manifest["refiners"] = refiners
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -379,9 +406,12 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
                    backend: str = "torch", device: str = "cpu",
-                   optional: Mapping[str, Sequence[str]] | None = None) -> ModelSet:
+                   optional: Mapping[str, Sequence[str]] | None = None,
+                   refine: bool = True) -> ModelSet:
     """The models named in ``specs`` from ``directory`` (default: the shipped models),
-    with their networks on ``device`` (:func:`check_device`).
+    with their networks on ``device`` (:func:`check_device`). With ``refine``, every flow that
+    has a latent refiner in the directory (manifest key ``refiners``) samples through it
+    (:attr:`Model.refiner`); without, or without refiners, the flows sample as trained.
 
     ``optional`` maps group names (objects) to model names the directory may lack
     altogether: such a group is left out and listed in ``ModelSet.skipped``; a directory
@@ -423,8 +453,26 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
         if digest != manifest["models"][name]["sha256"]:
             raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "
                                 "re-run training or restore the directory")
+        if refine and name in manifest.get("refiners", {}):
+            model.refiner = _load_refiner(directory, name, manifest, backend, device)
         models[name] = model
     return ModelSet(models, directory, backend, manifest, skipped)
+
+
+def _load_refiner(directory: Path, name: str, manifest: dict[str, Any], backend: str,
+                  device: str) -> Model:
+    """The refiner of flow ``name``, checked against the manifest and the flow's weights."""
+    entry = manifest["refiners"][name]
+    refiner = load_model(directory / REFINERS, name, backend, device)
+    weights = directory / REFINERS / f"{name}.pt"
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != entry["sha256"]:
+        raise FlashSimError(f"{weights} does not match manifest.json: re-run `flashsim refine` "
+                            "or restore the directory")
+    if refiner.meta.get("flow_sha256") != manifest["models"][name]["sha256"]:
+        raise FlashSimError(f"the refiner of {name} in {directory} was fitted to other weights "
+                            f"of {name}: re-run `flashsim refine` on this directory, or simulate "
+                            "with --no-refine")
+    return refiner
 
 
 def model_provenance(directory: str | Path | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """ONNX export of every model's network (``flashsim export-onnx``).
 
 Flows are exported as their sampling path ``(context, noise) -> standardised targets``
-(:class:`~flashsim.models.flows.FlowSampler`), classifiers as ``context -> probability``
+(:class:`~flashsim.models.flows.FlowSampler`), latent refiners (``refiners/onnx/FLOW.onnx``)
+as theirs, ``(context, noise) -> refined latent point``, classifiers as ``context -> probability``
 and the multiplicity model as ``context -> class probabilities``; the numpy
 preprocessing of :mod:`flashsim.models.transforms` stays outside the graph (it snaps
 to allowed values, which ONNX need not know about). The legacy TorchScript exporter
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import GENERATIVE_KINDS, Model, load_model
+from flashsim.models.artifact import GENERATIVE_KINDS, REFINERS, Model, load_model
 
 __all__ = ["OPSET", "export_model", "export_onnx", "onnx_parity"]
 
@@ -29,9 +30,16 @@ OPSET = 17
 
 def _example(model: Model, rows: int = 4) -> tuple[tuple[torch.Tensor, ...], list[str]]:
     context = torch.zeros(rows, len(model.context.columns))
-    if model.kind in GENERATIVE_KINDS:
-        return (context, torch.zeros(rows, len(model.target.columns))), ["context", "noise"]
+    if model.kind in GENERATIVE_KINDS or model.kind == "refiner":
+        return (context, torch.zeros(rows, _noise_width(model))), ["context", "noise"]
     return (context,), ["context"]
+
+
+def _noise_width(model: Model) -> int:
+    """Columns of a flow's or refiner's standard-normal noise."""
+    if model.kind == "refiner":
+        return int(model.meta["latent_features"])
+    return len(model.target.columns)
 
 
 def export_model(model: Model, path: str | Path | None = None) -> bytes:
@@ -54,8 +62,8 @@ def onnx_parity(model: Model, session, rows: int = 512, seed: int = 0) -> float:
     """Max |torch - onnxruntime| on the same random standardised context and noise."""
     rng = np.random.default_rng(seed)
     context = rng.standard_normal((rows, len(model.context.columns))).astype(np.float32)
-    noise = (rng.standard_normal((rows, len(model.target.columns))).astype(np.float32)
-             if model.kind in GENERATIVE_KINDS else None)
+    noise = (rng.standard_normal((rows, _noise_width(model))).astype(np.float32)
+             if model.kind in GENERATIVE_KINDS or model.kind == "refiner" else None)
     with torch.no_grad():
         args = [torch.from_numpy(context)] + ([torch.from_numpy(noise)] if noise is not None else [])
         reference = model.module(*args).numpy()
@@ -76,17 +84,21 @@ def export_onnx(model_dir: str | Path, output: str | Path, *, tolerance: float =
 
     model_dir, output = Path(model_dir), Path(output)
     manifest = _read_manifest(model_dir)
-    (output / "onnx").mkdir(parents=True, exist_ok=True)
+    # (source directory, output directory, artifact name, key in the returned parity)
+    jobs = [(model_dir, output, name, name) for name in manifest["models"]]
+    jobs += [(model_dir / REFINERS, output / REFINERS, name, f"{REFINERS}/{name}")
+             for name in manifest.get("refiners", {})]
     parity = {}
-    for name in manifest["models"]:
-        model = load_model(model_dir, name)
-        if output.resolve() != model_dir.resolve():
+    for source, target, name, key in jobs:
+        (target / "onnx").mkdir(parents=True, exist_ok=True)
+        model = load_model(source, name)
+        if target.resolve() != source.resolve():
             for suffix in (".pt", ".json"):
-                shutil.copyfile(model_dir / f"{name}{suffix}", output / f"{name}{suffix}")
-        data = export_model(model, output / "onnx" / f"{name}.onnx")
-        parity[name] = onnx_parity(model, ort.InferenceSession(data))
-        if parity[name] > tolerance:
-            raise FlashSimError(f"ONNX export of {name} differs from torch by {parity[name]:.2e} "
+                shutil.copyfile(source / f"{name}{suffix}", target / f"{name}{suffix}")
+        data = export_model(model, target / "onnx" / f"{name}.onnx")
+        parity[key] = onnx_parity(model, ort.InferenceSession(data))
+        if parity[key] > tolerance:
+            raise FlashSimError(f"ONNX export of {key} differs from torch by {parity[key]:.2e} "
                                 f"(> {tolerance}): report this with your torch/onnx versions")
     if output.resolve() != model_dir.resolve():
         shutil.copyfile(model_dir / "manifest.json", output / "manifest.json")

@@ -1,0 +1,147 @@
+"""Latent space refinement (LaSeR) and DCTR weights on a toy with a known answer.
+
+The toy: :math:`x_1 = \\pm(1.5 + 0.5 c) + 0.2\\,\\epsilon_1`, :math:`x_2 = 0.5 x_1 c +
+0.3\\,\\epsilon_2` given :math:`c \\sim U(-1, 1)`: two modes separated by a gap around
+:math:`x_1 = 0` that a flow from a Gaussian cannot empty (a topological obstruction), the more so
+when it is under-trained. Truth: :math:`E|x_1| = 1.5`, :math:`P(|x_1| < 0.8) = 1.6\\%`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flashsim.errors import FlashSimError
+from flashsim.models.artifact import REFINERS, load_model_set, save_model, write_manifest
+from flashsim.models.refinement import RefineConfig, refine_model, save_refiner
+from flashsim.models.spec import ModelSpec, TrainingTable
+from flashsim.models.training import TrainConfig, train_model
+from flashsim.models.transforms import ColumnSpec
+
+SPEC = ModelSpec("toy_flow", "toy", "flow", (ColumnSpec("c"),),
+                 (ColumnSpec("x1", spikes=False), ColumnSpec("x2", spikes=False)))
+TRUE_MEAN_ABS_X1 = 1.5
+
+
+def toy(n: int, seed: int) -> TrainingTable:
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-1, 1, n)
+    x1 = rng.choice([-1.0, 1.0], n) * (1.5 + 0.5 * c) + 0.2 * rng.standard_normal(n)
+    x2 = 0.5 * x1 * c + 0.3 * rng.standard_normal(n)
+    events = np.arange(n, dtype=np.uint64) + np.uint64(seed * 1_000_000)
+    return TrainingTable({"c": c}, {"x1": x1, "x2": x2}, np.ones(n), events)
+
+
+@pytest.fixture(scope="module")
+def refined(tmp_path_factory):
+    """An under-trained toy flow (10 epochs, one hidden layer of 32) and its refiner, fitted on
+    events disjoint from the flow's, saved as a model directory."""
+    import torch
+
+    torch.set_num_threads(1)
+    directory = tmp_path_factory.mktemp("toy_models")
+    arch = {"transforms": 2, "bins": 4, "hidden_features": [32], "passes": 2}
+    flow = train_model(SPEC, toy(3000, 1), directory,
+                       TrainConfig(epochs=10, batch_size=256, architecture=arch), progress=False)
+    write_manifest(directory)
+    full = toy(6000, 2)
+    refiner = refine_model(flow, full.context, full.target, full.event, RefineConfig(epochs=20))
+    save_refiner(refiner, directory)
+    return directory, flow, refiner
+
+
+def _samples(directory, refine: bool, backend: str = "torch", n: int = 20_000):
+    models = load_model_set(directory, {"toy_flow": SPEC}, backend=backend, refine=refine)
+    test = toy(n, 3)
+    noise = np.random.default_rng(5).standard_normal((n, 2))
+    return models, models["toy_flow"].sample(test.context, np.random.default_rng(6), noise)
+
+
+@pytest.mark.slow
+def test_refinement_lowers_held_out_auc_and_fixes_the_gap(refined):
+    _, _, refiner = refined
+    metrics = refiner.meta["metrics"]
+    # held-out AUC of a gradient-boosting classifier, not the DCTR MLP, on unseen events
+    assert metrics["auc_flash"] > 0.7
+    assert metrics["auc_refined"] < metrics["auc_flash"] - 0.03
+    assert metrics["auc_dctr_weighted"] < metrics["auc_flash"] - 0.03
+    # E_flash[p_full/p_flash] = 1 for a calibrated classifier
+    assert abs(metrics["weight_mean"] - 1) < 3 * metrics["weight_mean_error"]
+    assert 0 < metrics["effective_sample_size"] < 1
+
+
+@pytest.mark.slow
+def test_refined_sampling_moves_moments_toward_truth(refined):
+    directory, _, _ = refined
+    _, flash = _samples(directory, refine=False)
+    models, refined_sample = _samples(directory, refine=True)
+    assert models.refined == ["toy_flow"]
+    gap = {name: np.mean(np.abs(s["x1"]) < 0.8) for name, s in
+           (("flash", flash), ("refined", refined_sample))}
+    mean_abs = {name: np.mean(np.abs(s["x1"])) for name, s in
+                (("flash", flash), ("refined", refined_sample))}
+    assert gap["refined"] < 0.7 * gap["flash"]
+    assert (abs(mean_abs["refined"] - TRUE_MEAN_ABS_X1)
+            < 0.5 * abs(mean_abs["flash"] - TRUE_MEAN_ABS_X1))
+
+
+@pytest.mark.slow
+def test_no_refine_is_the_flow_alone_bit_for_bit(refined, tmp_path):
+    directory, _, _ = refined
+    bare = tmp_path / "bare"
+    flow = load_model_set(directory, {"toy_flow": SPEC}, refine=False)["toy_flow"]
+    save_model(flow, bare)
+    write_manifest(bare)
+    without_refiners = _samples(bare, refine=True)[1]
+    no_refine = _samples(directory, refine=False)[1]
+    for name in ("x1", "x2"):
+        assert np.array_equal(no_refine[name], without_refiners[name])
+
+
+@pytest.mark.slow
+def test_refiner_round_trips_through_save_load_and_onnx(refined, tmp_path):
+    from flashsim.models.onnx_export import export_onnx
+
+    directory, flow, refiner = refined
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert set(manifest["refiners"]) == {"toy_flow"}
+    assert manifest["refiners"]["toy_flow"]["metrics"] == refiner.meta["metrics"]
+    test = toy(500, 4)
+    noise = np.random.default_rng(7).standard_normal((500, 2))
+    flow.refiner = refiner  # the in-memory refiner, before saving
+    try:
+        in_memory = flow.sample(test.context, np.random.default_rng(0), noise)
+    finally:
+        flow.refiner = None
+    loaded = load_model_set(directory, {"toy_flow": SPEC})["toy_flow"]
+    assert loaded.refiner is not None
+    reloaded = loaded.sample(test.context, np.random.default_rng(0), noise)
+    for name in ("x1", "x2"):
+        assert np.array_equal(in_memory[name], reloaded[name])
+
+    parity = export_onnx(directory, tmp_path / "onnx_models")
+    assert set(parity) == {"toy_flow", f"{REFINERS}/toy_flow"}
+    assert (tmp_path / "onnx_models" / REFINERS / "onnx" / "toy_flow.onnx").is_file()
+    onnx = load_model_set(tmp_path / "onnx_models", {"toy_flow": SPEC}, backend="onnx")["toy_flow"]
+    assert onnx.refiner is not None and onnx.refiner.session is not None
+    from_onnx = onnx.sample(test.context, np.random.default_rng(0), noise)
+    for name in ("x1", "x2"):
+        np.testing.assert_allclose(from_onnx[name], reloaded[name], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_refiner_of_other_flow_weights_is_refused(refined, tmp_path):
+    import shutil
+
+    directory, _, _ = refined
+    copy = tmp_path / "models"
+    shutil.copytree(directory, copy)
+    meta_path = copy / REFINERS / "toy_flow.json"
+    meta = json.loads(meta_path.read_text())
+    meta["flow_sha256"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(FlashSimError, match="fitted to other weights.*--no-refine"):
+        load_model_set(copy, {"toy_flow": SPEC})
+    assert load_model_set(copy, {"toy_flow": SPEC}, refine=False).refined == []
