@@ -86,10 +86,14 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
 @click.option("--batch-events", type=int, default=None,
               help="Output events simulated at once; memory grows with it "
                    "(default: 2000 on cpu, 20000 on cuda).")
+@click.option("--refine/--no-refine", default=True, show_default=True,
+              help="Sample the flows through their latent refiners (`flashsim refine`) when the "
+                   "model directory has them; --no-refine: the flows alone.")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
 def simulate(inputs, output, models, oversample, model_draws, executor, workers, scheduler,
-             chunksize, seed, backend, process, n_events, device, batch_events, quiet) -> None:
+             chunksize, seed, backend, process, n_events, device, batch_events, refine,
+             quiet) -> None:
     """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
     from flashsim import simulation
     from flashsim.runtime import BATCH_EVENTS, GPU_BATCH_EVENTS
@@ -97,7 +101,7 @@ def simulate(inputs, output, models, oversample, model_draws, executor, workers,
     if batch_events is None:
         batch_events = BATCH_EVENTS if device == "cpu" else GPU_BATCH_EVENTS
     batching = {"device": device, "batch_events": batch_events, "model_draws": model_draws,
-                "progress": _show_progress(quiet)}
+                "progress": _show_progress(quiet), "refine": refine}
 
     if process is not None:
         if inputs:
@@ -152,6 +156,37 @@ def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed, b
     for name, m in metrics.items():
         click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "
                    f"(best epoch {m['best_epoch']})")
+
+
+@cli.command()
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Model directory to refine (default: the shipped models).")
+@click.option("--full", "full", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Full-simulation NANOAODSIM file, not used to train the flows (repeatable).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="New model directory: the models plus refiners/.")
+@click.option("--max-events", type=int, default=None, help="Use at most N events in total.")
+@click.option("--epochs", type=int, default=None,
+              help="Maximum epochs of the classifier and the refiner (default 40).")
+@click.option("--seed", type=int, default=None, help="Refinement seed (default 1).")
+@click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
+                                             "terminal).")
+def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
+    """Fit latent refiners (LaSeR) of the flows of --models on full-simulation files."""
+    from flashsim.models.refinement import RefineConfig
+    from flashsim.objects.refinement import refine_directory
+
+    settings = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    metrics = refine_directory(models, list(full), output, max_events=max_events,
+                               config=RefineConfig(**settings), progress=_show_progress(quiet))
+    for name, m in metrics.items():
+        if "skipped" in m:
+            click.echo(f"{name:16s} no refiner: {m['skipped']}")
+            continue
+        click.echo(f"{name:16s} held-out AUC flash {m['auc_flash']:.3f}, refined "
+                   f"{m['auc_refined']:.3f}, DCTR-weighted {m['auc_dctr_weighted']:.3f}; "
+                   f"weights: mean {m['weight_mean']:.3f}, ESS {m['effective_sample_size']:.2f}")
+    click.echo(f"wrote {output}")
 
 
 @cli.command("export-onnx")

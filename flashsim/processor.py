@@ -106,6 +106,9 @@ class FlashSimProcessor(processor.ProcessorABC):
         peak memory of a worker grows with it, not with the chunk size.
     progress:
         Show a bar of the chunk's output events (for an in-process executor on a terminal).
+    refine:
+        Sample the flows that have a latent refiner (``flashsim refine``) through it; False:
+        the flows alone, bit for bit as without refiners.
 
     The accumulator holds the chunk files (``chunks``), ``events_in``, ``events_out``,
     ``seconds`` and ``stage_seconds``: the seconds per stage — ``read`` (GEN chunk from
@@ -148,6 +151,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         device: str = "cpu",
         batch_events: int = BATCH_EVENTS,
         progress: bool = False,
+        refine: bool = True,
     ) -> None:
         self.output_dir = str(output_dir)
         self.models = None if models is None else str(models)
@@ -158,6 +162,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         self.device = device
         self.batch_events = batch_events
         self.progress = progress
+        self.refine = refine
 
     def process(self, events) -> dict:
         with quiet_coffea(), one_torch_thread():
@@ -169,7 +174,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         meta = events.metadata
         file_key = str(meta.get("fileuuid") or meta["filename"])
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
-        models = worker_models(self.models, self.backend, self.device)
+        models = worker_models(self.models, self.backend, self.device, self.refine)
 
         began = time.perf_counter()
         gen = gen_chunk_from_events(events)

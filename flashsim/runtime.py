@@ -108,17 +108,18 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def worker_models(directory: str | Path | None, backend: str, device: str = "cpu"):
+def worker_models(directory: str | Path | None, backend: str, device: str = "cpu",
+                  refine: bool = True):
     """:func:`flashsim.objects.load_models`, once per process (coffea calls ``process``
     once per chunk, and a worker process serves many chunks)."""
-    return _cached_models(None if directory is None else str(directory), backend, device)
+    return _cached_models(None if directory is None else str(directory), backend, device, refine)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_models(directory: str | None, backend: str, device: str):
+def _cached_models(directory: str | None, backend: str, device: str, refine: bool):
     from flashsim.objects import load_models
 
-    return load_models(directory, backend=backend, device=device)
+    return load_models(directory, backend=backend, device=device, refine=refine)
 
 
 def chunk_seed(seed: int, file_key: str, entry_start: int,

@@ -64,10 +64,13 @@ def simulate(
     device: str = "cpu",
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
+    refine: bool = True,
 ) -> dict:
     """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest.
 
     ``device="cuda"`` runs the networks on a GPU (torch backend; a clear error without one).
+    ``refine`` (default) samples the flows that have latent refiners through them (manifest
+    key ``refined``); ``refine=False`` gives the flows alone, bit for bit.
 
     Each chunk is simulated and written ``batch_events`` output events at a time, which
     bounds the memory of a worker (:func:`flashsim.runtime.simulate_batches`); the output
@@ -90,7 +93,7 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    loaded = worker_models(models, backend, device)  # fail here, not on a worker
+    loaded = worker_models(models, backend, device, refine)  # fail here, not on a worker
     check_model_draws(loaded, model_draws)
     notes = loaded.notes
     output = Path(output)
@@ -106,7 +109,7 @@ def simulate(
         # a bar inside a chunk only where the processor runs in this process
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
                                   model_draws=model_draws, backend=backend, device=device, batch_events=batch_events,
-                                  progress=progress and executor == "iterative")
+                                  progress=progress and executor == "iterative", refine=refine)
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = run_processor(flash, nonempty, executor=executor, workers=workers,
                                scheduler=scheduler, chunksize=chunksize,
@@ -116,13 +119,14 @@ def simulate(
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
         if not chunks:  # zero events in: a valid, empty NanoAOD out
             chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample,
-                                        model_draws, device)]
+                                        model_draws, device, refine)]
         manifest = {
             "inputs": [str(p) for p in inputs],
             "outputs": [str(output)] if single_file else
                        [str(output / Path(c["path"]).name) for c in chunks],
             "models": _model_provenance(models, backend),
             "device": device,
+            "refined": loaded.refined,
             "notes": notes,
             "seed": seed,
             "oversample": oversample,
@@ -163,6 +167,7 @@ def simulate_generated(
     device: str = "cpu",
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
+    refine: bool = True,
 ) -> dict:
     """Generate ``process`` with Pythia and flash-simulate it in memory into one ROOT file.
 
@@ -184,7 +189,7 @@ def simulate_generated(
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     check_output_file(output, create_folders=True)
-    loaded = worker_models(models, backend, device)
+    loaded = worker_models(models, backend, device, refine)
     check_model_draws(loaded, model_draws)
     _ensure_dir(output.parent)
 
@@ -206,6 +211,7 @@ def simulate_generated(
         "process": process,
         "outputs": [str(output)],
         "models": _model_provenance(models, backend),
+        "refined": loaded.refined,
         "notes": loaded.notes,
         "seed": seed,
         "model_draws": model_draws,
@@ -299,11 +305,11 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 
 
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
-                      oversample: int, model_draws: int, device: str) -> dict:
+                      oversample: int, model_draws: int, device: str, refine: bool) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
-        for batch in simulate_batches(gen, worker_models(models, backend, device),
+        for batch in simulate_batches(gen, worker_models(models, backend, device, refine),
                                       chunk_seed(0, "", 0, 0), oversample=oversample,
                                       model_draws=model_draws):
             writer.write(batch)

@@ -145,3 +145,54 @@ def test_a_refiner_of_other_flow_weights_is_refused(refined, tmp_path):
     with pytest.raises(FlashSimError, match="fitted to other weights.*--no-refine"):
         load_model_set(copy, {"toy_flow": SPEC})
     assert load_model_set(copy, {"toy_flow": SPEC}, refine=False).refined == []
+
+
+@pytest.fixture(scope="module")
+def refined_tiny_models(tiny_models, tmp_path_factory):
+    """``flashsim refine`` of the tiny models on 150 reference-detector Drell-Yan events."""
+    import subprocess
+    import sys
+
+    from flashsim.production import generate_file
+
+    work = tmp_path_factory.mktemp("refine")
+    full = work / "dy_refsim.root"
+    generate_file("dy_mumu", 150, full, seed=23, refsim=True, progress=False)
+    done = subprocess.run([sys.executable, "-m", "flashsim.cli", "refine", "--models",
+                           str(tiny_models), "--full", str(full), "-o", str(work / "refined"),
+                           "--epochs", "2", "--quiet"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return work / "refined", done.stdout
+
+
+@pytest.mark.slow
+def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_models,
+                                                                   tiny_models, reference_nano,
+                                                                   tmp_path):
+    import awkward as ak
+    import uproot
+
+    from flashsim.simulation import simulate
+
+    refined, printed = refined_tiny_models
+    manifest = json.loads((refined / "manifest.json").read_text())
+    assert {"muon_flow", "jet_flow", "met_flow"} <= set(manifest["refiners"])
+    for name, entry in manifest["refiners"].items():
+        assert 0 <= entry["metrics"]["auc_flash"] <= 1, name
+        assert entry["flow_sha256"] == manifest["models"][name]["sha256"]
+        assert f"{name:16s} held-out AUC flash" in printed
+    runs = {}
+    for label, models, refine in (("flows", tiny_models, True), ("no_refine", refined, False),
+                                  ("refine", refined, True)):
+        out = tmp_path / f"{label}.root"
+        runs[label] = simulate([reference_nano], out, models=models, seed=3, refine=refine)
+        runs[label]["events"] = uproot.open(out)["Events"].arrays(library="ak", how=dict)
+    assert runs["flows"]["refined"] == runs["no_refine"]["refined"] == []
+    assert set(runs["refine"]["refined"]) == set(manifest["refiners"])
+    flows, no_refine, refine = (runs[k]["events"] for k in ("flows", "no_refine", "refine"))
+    assert flows.keys() == no_refine.keys()
+    for branch in flows:
+        assert ak.array_equal(flows[branch], no_refine[branch]), branch
+    assert not ak.array_equal(refine["MET_pt"], flows["MET_pt"])
+    assert ak.array_equal(refine["GenPart_pt"], flows["GenPart_pt"])

@@ -21,7 +21,8 @@ Deep Generative Models", arXiv:2106.00792):
    unchanged flow is :math:`p_\text{full}` wherever the classifier is right.
 3. **Refiner.** A small conditional NSF :math:`q_\phi(z \mid c)` (:func:`~flashsim.models.flows.build_flow`)
    is fitted by weighted maximum likelihood,
-   :math:`L = -\sum_i w_i \log q_\phi(z_i \mid c_i) / \sum_i w_i`. At simulation time the
+   :math:`L = -\sum_i w_i \log q_\phi(z_i \mid c_i) / \sum_i w_i` (times the rows' event
+   weights when given). At simulation time the
    standard-normal noise :math:`u` goes through the refiner's sampling path,
    :math:`z = g_c^{-1}(u) \sim q_\phi(z \mid c)`, then through the flow: the output stays
    unweighted. With the refiner switched off the same :math:`u` goes into the flow directly, so
@@ -66,12 +67,15 @@ from flashsim.models.artifact import (
 from flashsim.models.classifier import Classifier
 from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.training import validation_mask
+from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 
-__all__ = ["DEFAULT_REFINER", "RefineConfig", "dctr_weights", "effective_sample_size",
+__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "RefineConfig", "dctr_weights", "effective_sample_size",
            "fit_dctr_classifier", "fit_refiner", "refine_model", "save_refiner",
            "weighted_held_out_auc"]
 
+MIN_ROWS = 10
+"""Fewest rows of each split (training, early stopping, held out) a refinement needs."""
 DEFAULT_REFINER: dict[str, Any] = {"transforms": 2, "bins": 8, "hidden_features": [64, 64],
                                    "passes": 2}
 """The refiner's NSF: smaller than the flows, it only moves mass in the latent space."""
@@ -225,28 +229,37 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         raise FlashSimError(f"{flow.name} is already refined: load it without its refiner")
     started = time.perf_counter()
     rng = seeded_rng(config.seed, "refine", flow.name)
+    # targets the files lack (branches that newer code computes instead of sampling, which
+    # older flows still generate) are left out of the comparison; the refiner moves them too
+    present = [i for i, column in enumerate(flow.target.columns) if column.spec.name in target]
+    if not present:
+        raise FlashSimError(f"{flow.name}: the files have none of its targets "
+                            f"{flow.target.names}: refine on NANOAODSIM with its RECO branches")
+    compared = Preprocessor([flow.target.columns[i] for i in present])
     c = flow.standardised_context(context)
-    y_full = flow.target.forward(target, rng)
-    latent = rng.standard_normal(y_full.shape).astype(np.float32)
-    y_flash = flow.run(c, latent)
+    y_full = compared.forward(target, rng)
+    latent = rng.standard_normal((len(c), len(flow.target.columns))).astype(np.float32)
+    y_flash = flow.run(c, latent)[:, present]
     held = validation_mask(event, config.held_out_fraction)
     stop = validation_mask(event, config.held_out_fraction + config.stop_fraction) & ~held
     train = ~held & ~stop
-    if train.sum() < 10 or stop.sum() < 2 or held.sum() < 10:
+    if train.sum() < MIN_ROWS or stop.sum() < MIN_ROWS or held.sum() < MIN_ROWS:
         raise FlashSimError(f"{flow.name}: {len(event)} rows are too few to refine (need at "
-                            "least 10 training and 10 held-out rows): give more events")
+                            f"least {MIN_ROWS} rows in each split): give more events")
     full_x, flash_x = np.hstack([y_full, c]), np.hstack([y_flash, c])
     classifier, classifier_fit = fit_dctr_classifier(full_x, flash_x, train, stop, config, weight)
     w = dctr_weights(classifier, flash_x, config.weight_clip)
     fitted = train | stop
-    refiner, refiner_fit = fit_refiner(latent[fitted], c[fitted], w[fitted], train[fitted],
-                                       stop[fitted], config)
+    # the flash rows share the full rows' GEN contexts, hence their event weights
+    event_weight = w if weight is None else w * np.asarray(weight, dtype=np.float64)
+    refiner, refiner_fit = fit_refiner(latent[fitted], c[fitted], event_weight[fitted],
+                                       train[fitted], stop[fitted], config)
 
     noise = seeded_rng(config.seed, "refine_held_out", flow.name).standard_normal(
         (int(held.sum()), latent.shape[1])).astype(np.float32)
     with torch.no_grad():
         refined_latent = refiner(_tensor(c[held]), _tensor(noise)).numpy()
-    y_refined = flow.run(c[held], refined_latent)
+    y_refined = flow.run(c[held], refined_latent)[:, present]
     halves = validation_mask(event[held] ^ np.uint64(0x5DEECE66D), 0.5)
     held_full = full_x[held]
     metrics = {
@@ -264,6 +277,7 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "name": flow.name, "object": flow.meta["object"], "kind": "refiner",
         "flow": flow.name, "flow_sha256": None,  # set by save_refiner
         "latent_features": int(latent.shape[1]),
+        "compared_targets": compared.names,
         "architecture": dict(config.refiner),
         "context": flow.context.to_dict(), "target": None,
         "metrics": metrics,

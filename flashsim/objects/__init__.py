@@ -40,10 +40,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
 
 
 def load_models(directory: str | Path | None = None, backend: str = "torch",
-                required: list[str] | None = None, device: str = "cpu") -> ModelSet:
+                required: list[str] | None = None, device: str = "cpu",
+                refine: bool = True) -> ModelSet:
     """Every model :func:`simulate_reco` needs (or those named in ``required``), from
     ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`, with
-    their networks on ``device`` (``cpu`` or ``cuda``).
+    their networks on ``device`` (``cpu`` or ``cuda``). With ``refine`` the flows that have a
+    latent refiner in the directory (``flashsim refine``) sample through it.
 
     The models of :data:`OPTIONAL_OBJECTS` are loaded when the directory has them and left
     out (``ModelSet.skipped``, ``ModelSet.notes``) when it has none of them.
@@ -70,7 +72,7 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     optional = ({name: tuple(OBJECTS[name].MODELS) for name in OPTIONAL_OBJECTS}
                 if required is None else None)
     return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device,
-                          optional)
+                          optional, refine)
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,
