@@ -86,14 +86,18 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
 @click.option("--batch-events", type=int, default=None,
               help="Output events simulated at once; memory grows with it "
                    "(default: 2000 on cpu, 20000 on cuda).")
-@click.option("--refine/--no-refine", default=True, show_default=True,
+@click.option("--refine/--no-refine", default=None,
               help="Sample the flows through their latent refiners (`flashsim refine`) when the "
-                   "model directory has them; --no-refine: the flows alone.")
+                   "model directory has them (default, unless --weights); --no-refine: the flows "
+                   "alone.")
+@click.option("--weights", is_flag=True,
+              help="Write DCTR weights (Muon_flashsimWeight, Jet_flashsimWeight, ..., event "
+                   "flashsimWeight) of the flows alone, from the refiners' classifiers.")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
 def simulate(inputs, output, models, oversample, model_draws, executor, workers, scheduler,
              chunksize, seed, backend, process, n_events, device, batch_events, refine,
-             quiet) -> None:
+             weights, quiet) -> None:
     """Flash-simulate GEN NanoAOD INPUT files (or --generate PROCESS -n N) into NANOAOD."""
     from flashsim import simulation
     from flashsim.runtime import BATCH_EVENTS, GPU_BATCH_EVENTS
@@ -101,7 +105,8 @@ def simulate(inputs, output, models, oversample, model_draws, executor, workers,
     if batch_events is None:
         batch_events = BATCH_EVENTS if device == "cpu" else GPU_BATCH_EVENTS
     batching = {"device": device, "batch_events": batch_events, "model_draws": model_draws,
-                "progress": _show_progress(quiet), "refine": refine}
+                "progress": _show_progress(quiet), "weights": weights,
+                "refine": (not weights) if refine is None else refine}
 
     if process is not None:
         if inputs:

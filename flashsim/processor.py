@@ -109,6 +109,9 @@ class FlashSimProcessor(processor.ProcessorABC):
     refine:
         Sample the flows that have a latent refiner (``flashsim refine``) through it; False:
         the flows alone, bit for bit as without refiners.
+    weights:
+        (with ``refine=False``) write the DCTR weights of the flows' samples: ``flashsimWeight``
+        per object and per event (:func:`flashsim.objects.event_weight`).
 
     The accumulator holds the chunk files (``chunks``), ``events_in``, ``events_out``,
     ``seconds`` and ``stage_seconds``: the seconds per stage — ``read`` (GEN chunk from
@@ -152,6 +155,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         batch_events: int = BATCH_EVENTS,
         progress: bool = False,
         refine: bool = True,
+        weights: bool = False,
     ) -> None:
         self.output_dir = str(output_dir)
         self.models = None if models is None else str(models)
@@ -163,6 +167,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         self.batch_events = batch_events
         self.progress = progress
         self.refine = refine
+        self.weights = weights
 
     def process(self, events) -> dict:
         with quiet_coffea(), one_torch_thread():
@@ -174,7 +179,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         meta = events.metadata
         file_key = str(meta.get("fileuuid") or meta["filename"])
         start, stop = int(meta["entrystart"]), int(meta["entrystop"])
-        models = worker_models(self.models, self.backend, self.device, self.refine)
+        models = worker_models(self.models, self.backend, self.device, self.refine, self.weights)
 
         began = time.perf_counter()
         gen = gen_chunk_from_events(events)

@@ -109,17 +109,19 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def worker_models(directory: str | Path | None, backend: str, device: str = "cpu",
-                  refine: bool = True):
+                  refine: bool = True, weights: bool = False):
     """:func:`flashsim.objects.load_models`, once per process (coffea calls ``process``
     once per chunk, and a worker process serves many chunks)."""
-    return _cached_models(None if directory is None else str(directory), backend, device, refine)
+    return _cached_models(None if directory is None else str(directory), backend, device, refine,
+                          weights)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_models(directory: str | None, backend: str, device: str, refine: bool):
+def _cached_models(directory: str | None, backend: str, device: str, refine: bool,
+                   weights: bool):
     from flashsim.objects import load_models
 
-    return load_models(directory, backend=backend, device=device, refine=refine)
+    return load_models(directory, backend=backend, device=device, refine=refine, weights=weights)
 
 
 def chunk_seed(seed: int, file_key: str, entry_start: int,

@@ -65,12 +65,14 @@ def simulate(
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
     refine: bool = True,
+    weights: bool = False,
 ) -> dict:
     """Flash-simulate the GEN events of ``inputs`` into ``output``; return the manifest.
 
     ``device="cuda"`` runs the networks on a GPU (torch backend; a clear error without one).
     ``refine`` (default) samples the flows that have latent refiners through them (manifest
-    key ``refined``); ``refine=False`` gives the flows alone, bit for bit.
+    key ``refined``); ``refine=False`` gives the flows alone, bit for bit. ``weights`` (only
+    with ``refine=False``) adds the DCTR weights ``flashsimWeight`` per object and per event.
 
     Each chunk is simulated and written ``batch_events`` output events at a time, which
     bounds the memory of a worker (:func:`flashsim.runtime.simulate_batches`); the output
@@ -93,7 +95,7 @@ def simulate(
     for path in inputs:
         read_chunk(path, GEN_COLLECTIONS, 0, 0)  # fails with one message if branches are missing
         entries[str(path)] = num_entries(path)
-    loaded = worker_models(models, backend, device, refine)  # fail here, not on a worker
+    loaded = worker_models(models, backend, device, refine, weights)  # fail here, not on a worker
     check_model_draws(loaded, model_draws)
     notes = loaded.notes
     output = Path(output)
@@ -109,7 +111,8 @@ def simulate(
         # a bar inside a chunk only where the processor runs in this process
         flash = FlashSimProcessor(staging, models=models, seed=seed, oversample=oversample,
                                   model_draws=model_draws, backend=backend, device=device, batch_events=batch_events,
-                                  progress=progress and executor == "iterative", refine=refine)
+                                  progress=progress and executor == "iterative", refine=refine,
+                                  weights=weights)
         nonempty = [p for p in inputs if entries[str(p)] > 0]
         result = run_processor(flash, nonempty, executor=executor, workers=workers,
                                scheduler=scheduler, chunksize=chunksize,
@@ -119,7 +122,7 @@ def simulate(
                         key=lambda c: (order[str(Path(c["file"]))], c["entry_start"]))
         if not chunks:  # zero events in: a valid, empty NanoAOD out
             chunks = [_empty_chunk_file(inputs[0], staging, models, backend, oversample,
-                                        model_draws, device, refine)]
+                                        model_draws, device, refine, weights)]
         manifest = {
             "inputs": [str(p) for p in inputs],
             "outputs": [str(output)] if single_file else
@@ -127,6 +130,7 @@ def simulate(
             "models": _model_provenance(models, backend),
             "device": device,
             "refined": loaded.refined,
+            "weights": weights,
             "notes": notes,
             "seed": seed,
             "oversample": oversample,
@@ -168,6 +172,7 @@ def simulate_generated(
     batch_events: int = BATCH_EVENTS,
     progress: bool = False,
     refine: bool = True,
+    weights: bool = False,
 ) -> dict:
     """Generate ``process`` with Pythia and flash-simulate it in memory into one ROOT file.
 
@@ -189,7 +194,7 @@ def simulate_generated(
     if output.suffix != ".root":
         raise FlashSimError(f"with --generate, OUTPUT must be a .root file (got {output})")
     check_output_file(output, create_folders=True)
-    loaded = worker_models(models, backend, device, refine)
+    loaded = worker_models(models, backend, device, refine, weights)
     check_model_draws(loaded, model_draws)
     _ensure_dir(output.parent)
 
@@ -212,6 +217,7 @@ def simulate_generated(
         "outputs": [str(output)],
         "models": _model_provenance(models, backend),
         "refined": loaded.refined,
+        "weights": weights,
         "notes": loaded.notes,
         "seed": seed,
         "model_draws": model_draws,
@@ -305,11 +311,12 @@ def run_processor(flash: FlashSimProcessor, inputs: list[Path], *, executor: str
 
 
 def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
-                      oversample: int, model_draws: int, device: str, refine: bool) -> dict:
+                      oversample: int, model_draws: int, device: str, refine: bool,
+                      weights: bool) -> dict:
     gen = read_chunk(source, _present(source, gen_names()), 0, 0)
     path = staging / "empty.root"
     with NanoAODWriter(path, runs=scaled_runs(source, oversample)) as writer:
-        for batch in simulate_batches(gen, worker_models(models, backend, device, refine),
+        for batch in simulate_batches(gen, worker_models(models, backend, device, refine, weights),
                                       chunk_seed(0, "", 0, 0), oversample=oversample,
                                       model_draws=model_draws):
             writer.write(batch)
@@ -326,7 +333,7 @@ def _merge(chunks: list[dict], output: Path, batch_events: int = BATCH_EVENTS) -
     """Concatenate chunk files, in input order, into one NanoAOD file, ``batch_events``
     events in memory at a time."""
     names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica",
-                                            "flashsimModelDraw"])
+                                            "flashsimModelDraw", "flashsimWeight"])
     runs_parts = [read_runs(c["path"]) for c in chunks]
     runs = None
     if all(r is not None for r in runs_parts):

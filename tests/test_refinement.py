@@ -88,6 +88,28 @@ def test_refined_sampling_moves_moments_toward_truth(refined):
 
 
 @pytest.mark.slow
+def test_dctr_weights_of_the_flow_samples_move_moments_toward_truth(refined):
+    directory, _, _ = refined
+    _, flash = _samples(directory, refine=False)
+    models = load_model_set(directory, {"toy_flow": SPEC}, refine=False, weights=True)
+    assert models.weighted and models["toy_flow"].dctr is not None
+    test = toy(20_000, 3)
+    noise = np.random.default_rng(5).standard_normal((20_000, 2))
+    weighted = models["toy_flow"].sample(test.context, np.random.default_rng(6), noise)
+    for name in ("x1", "x2"):  # the weights leave the samples alone
+        assert np.array_equal(weighted[name], flash[name])
+    w = weighted["flashsimWeight"]
+    assert np.all((w > 0) & (w <= RefineConfig().weight_clip))
+    # 20 000 samples resolve the classifier's calibration (mean 0.98 here): a few per cent
+    assert abs(np.mean(w) - 1) < 0.05
+    reweighted = np.average(np.abs(flash["x1"]), weights=w)
+    assert (abs(reweighted - TRUE_MEAN_ABS_X1)
+            < 0.5 * abs(np.mean(np.abs(flash["x1"])) - TRUE_MEAN_ABS_X1))
+    with pytest.raises(FlashSimError, match="--weights.*--no-refine"):
+        load_model_set(directory, {"toy_flow": SPEC}, refine=True, weights=True)
+
+
+@pytest.mark.slow
 def test_no_refine_is_the_flow_alone_bit_for_bit(refined, tmp_path):
     directory, _, _ = refined
     bare = tmp_path / "bare"
@@ -196,3 +218,20 @@ def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_
         assert ak.array_equal(flows[branch], no_refine[branch]), branch
     assert not ak.array_equal(refine["MET_pt"], flows["MET_pt"])
     assert ak.array_equal(refine["GenPart_pt"], flows["GenPart_pt"])
+
+    out = tmp_path / "weights.root"
+    assert simulate([reference_nano], out, models=refined, seed=3, refine=False,
+                    weights=True)["weights"]
+    weighted = uproot.open(out)["Events"].arrays(library="ak", how=dict)
+    added = {"Muon_flashsimWeight", "Electron_flashsimWeight", "Jet_flashsimWeight",
+             "MET_flashsimWeight", "PV_flashsimWeight", "flashsimWeight"}
+    assert set(weighted) - set(flows) == added
+    for branch in flows:  # the weights leave the sample alone
+        assert ak.array_equal(flows[branch], weighted[branch]), branch
+    for branch in added:
+        values = ak.flatten(weighted[branch], axis=None)
+        assert ak.all(values > 0), branch
+    assert ak.all(weighted["flashsimWeight"] <= 100)
+    assert ak.any(weighted["Muon_flashsimWeight"] != 1)  # muon_flow has a refiner
+    with pytest.raises(FlashSimError, match="--no-refine"):
+        simulate([reference_nano], tmp_path / "both.root", models=refined, weights=True)

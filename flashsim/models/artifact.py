@@ -140,7 +140,10 @@ def build_module(meta: dict[str, Any]) -> nn.Module:
     if meta["kind"] == "flow":
         return FlowSampler(build_flow(len(meta["target"]["columns"]), n_context, arch))
     if meta["kind"] == "refiner":
-        return FlowSampler(build_flow(int(meta["latent_features"]), n_context, arch))
+        from flashsim.models.refinement import LatentRefiner
+
+        return LatentRefiner(int(meta["latent_features"]), n_context, arch,
+                             len(meta["compared_targets"]), meta["classifier_hidden"])
     if meta["kind"] == "cinn":
         return ConditionalINN(len(meta["target"]["columns"]), n_context, arch)
     if meta["kind"] == "classifier":
@@ -164,6 +167,11 @@ class Model:
     device: str = "cpu"
     refiner: Model | None = None
     """The flow's latent refiner (:mod:`flashsim.models.refinement`), when it is used."""
+    weighted: bool = False
+    """Whether :meth:`sample` adds the DCTR weight ``flashsimWeight`` of every row (1 without
+    :attr:`dctr`)."""
+    dctr: Model | None = None
+    """The refiner artifact whose DCTR classifier gives the weights of a weighted flow."""
 
     @property
     def name(self) -> str:
@@ -228,7 +236,13 @@ class Model:
         latent = noise.astype(np.float32)
         if self.refiner is not None and len(context):
             latent = self.refiner.run(context, latent)
-        out = self.target.inverse(self.run(context, latent))
+        y = self.run(context, latent)
+        out = self.target.inverse(y)
+        if self.weighted:
+            from flashsim.models.refinement import dctr_flow_weights
+
+            out["flashsimWeight"] = (np.ones(len(context)) if self.dctr is None
+                                     else dctr_flow_weights(self.dctr, self, context, y))
         out.update({name: np.full(len(context), value)
                     for name, value in self.constants.items()})
         return out
@@ -263,6 +277,11 @@ class ModelSet(dict):
         self.manifest = manifest
         self.skipped = tuple(skipped or ())
         self._skipped_models = dict(skipped or {})
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the flows' samples carry DCTR weights (``flashsimWeight``)."""
+        return any(model.weighted for model in self.values())
 
     @property
     def refined(self) -> list[str]:
@@ -407,11 +426,13 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
                    backend: str = "torch", device: str = "cpu",
                    optional: Mapping[str, Sequence[str]] | None = None,
-                   refine: bool = True) -> ModelSet:
+                   refine: bool = True, weights: bool = False) -> ModelSet:
     """The models named in ``specs`` from ``directory`` (default: the shipped models),
     with their networks on ``device`` (:func:`check_device`). With ``refine``, every flow that
     has a latent refiner in the directory (manifest key ``refiners``) samples through it
-    (:attr:`Model.refiner`); without, or without refiners, the flows sample as trained.
+    (:attr:`Model.refiner`); without, or without refiners, the flows sample as trained. With
+    ``weights`` (only without ``refine``) every flow's samples carry their DCTR weight
+    (:attr:`Model.weighted`; 1 for a flow without a refiner).
 
     ``optional`` maps group names (objects) to model names the directory may lack
     altogether: such a group is left out and listed in ``ModelSet.skipped``; a directory
@@ -424,6 +445,9 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     with the specs of the simulated objects.
     """
     check_device(device, backend)  # before reading anything: one message, no traceback
+    if refine and weights:
+        raise FlashSimError("--weights reweights the flows alone, not refined ones: use it with "
+                            "--no-refine")
     directory = Path(directory) if directory is not None else PRETRAINED
     manifest = _read_manifest(directory)
     skipped = {group: tuple(names) for group, names in (optional or {}).items()
@@ -453,8 +477,13 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
         if digest != manifest["models"][name]["sha256"]:
             raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "
                                 "re-run training or restore the directory")
-        if refine and name in manifest.get("refiners", {}):
-            model.refiner = _load_refiner(directory, name, manifest, backend, device)
+        if (refine or weights) and name in manifest.get("refiners", {}):
+            refiner = _load_refiner(directory, name, manifest, backend, device)
+            if refine:
+                model.refiner = refiner
+            else:
+                model.dctr = refiner
+        model.weighted = weights and model.kind == "flow"
         models[name] = model
     return ModelSet(models, directory, backend, manifest, skipped)
 

@@ -36,9 +36,13 @@ without refinement, with the refiner, and with the DCTR weights (weighted AUC), 
 effective sample size :math:`(\sum w)^2 / (n \sum w^2)` of the weights. The refinement is thus
 never graded by its own classifier nor on its own events.
 
-A refiner artifact is a :class:`~flashsim.models.artifact.Model` of kind ``refiner`` (the flow's
-context preprocessing, ``latent_features``, the SHA-256 of the flow's weights it was fitted to)
-stored as ``refiners/FLOW.pt`` / ``refiners/FLOW.json`` in the model directory.
+A refiner artifact is a :class:`~flashsim.models.artifact.Model` of kind ``refiner`` whose network
+is a :class:`LatentRefiner` (the refiner and the DCTR classifier; the flow's context
+preprocessing, ``latent_features``, ``compared_targets``, ``classifier_hidden``, ``weight_clip``,
+the SHA-256 of the flow's weights it was fitted to), stored as ``refiners/FLOW.pt`` /
+``refiners/FLOW.json`` in the model directory. Its sampling path (``forward``, what ONNX exports)
+is the refiner's; :meth:`LatentRefiner.log_weight` gives the DCTR weights that ``flashsim
+simulate --weights`` writes for the flow alone.
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ from flashsim.models.training import validation_mask
 from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 
-__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "RefineConfig", "dctr_weights", "effective_sample_size",
-           "fit_dctr_classifier", "fit_refiner", "refine_model", "save_refiner",
+__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights", "effective_sample_size",
+           "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner", "refine_model", "save_refiner",
            "weighted_held_out_auc"]
 
 MIN_ROWS = 10
@@ -79,6 +83,32 @@ MIN_ROWS = 10
 DEFAULT_REFINER: dict[str, Any] = {"transforms": 2, "bins": 8, "hidden_features": [64, 64],
                                    "passes": 2}
 """The refiner's NSF: smaller than the flows, it only moves mass in the latent space."""
+
+
+class LatentRefiner(torch.nn.Module):
+    r"""A flow's refiner :math:`q_\phi(z \mid c)` and its DCTR classifier, saved together.
+
+    ``forward(context, noise)`` is the refined latent point :math:`z = g_c^{-1}(u)` (the sampling
+    path); :meth:`log_weight` the DCTR log-weight :math:`\log w = \text{logit} f(y, c)` of the
+    flow's standardised compared targets ``y``."""
+
+    def __init__(self, latent_features: int, context: int, arch: dict[str, Any],
+                 compared: int, classifier_hidden: list[int]) -> None:
+        super().__init__()
+        self.refiner = FlowSampler(build_flow(latent_features, context, arch))
+        self.classifier = Classifier(compared + context, classifier_hidden)
+
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log q_\phi(z \mid c)` per row."""
+        return self.refiner.log_prob(z, context)
+
+    def log_weight(self, y: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        r"""DCTR :math:`\log w` per row, unclipped."""
+        return self.classifier.logits(torch.cat([y, context], dim=1))
+
+    def forward(self, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The refined latent point for standard-normal ``noise``."""
+        return self.refiner(context, noise)
 
 
 @dataclass
@@ -278,6 +308,8 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "flow": flow.name, "flow_sha256": None,  # set by save_refiner
         "latent_features": int(latent.shape[1]),
         "compared_targets": compared.names,
+        "classifier_hidden": list(config.classifier_hidden),
+        "weight_clip": config.weight_clip,
         "architecture": dict(config.refiner),
         "context": flow.context.to_dict(), "target": None,
         "metrics": metrics,
@@ -287,7 +319,21 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
                      "seconds": round(time.perf_counter() - started, 1)},
         "versions": library_versions(),
     }
-    return Model(meta, refiner, flow.context, None)
+    module = LatentRefiner(latent.shape[1], c.shape[1], config.refiner, len(present),
+                           config.classifier_hidden)
+    module.refiner.load_state_dict(refiner.state_dict())
+    module.classifier.load_state_dict(classifier.state_dict())
+    return Model(meta, module.eval(), flow.context, None)
+
+
+def dctr_flow_weights(refiner: Model, flow: Model, context: np.ndarray,
+                      y: np.ndarray) -> np.ndarray:
+    """The DCTR weights, clipped to ``[0, weight_clip]``, of the flow's standardised samples
+    ``y`` (all its targets) given the standardised ``context``: what ``--weights`` writes."""
+    compared = [flow.target.names.index(name) for name in refiner.meta["compared_targets"]]
+    with torch.no_grad():
+        log_w = refiner.module.log_weight(_tensor(y[:, compared]), _tensor(context)).numpy()
+    return np.exp(np.minimum(log_w.astype(np.float64), np.log(refiner.meta["weight_clip"])))
 
 
 def save_refiner(refiner: Model, directory: str | Path) -> None:

@@ -24,15 +24,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 
 from flashsim.models.artifact import ModelSet, load_model_set
 from flashsim.models.spec import ModelSpec
 from flashsim.objects import crossref, electron, fake_jet, jet, met, muon
 
-__all__ = ["MODEL_SPECS", "OBJECTS", "OPTIONAL_OBJECTS", "load_models", "simulate_reco"]
+__all__ = ["EVENT_WEIGHT_CLIP", "MODEL_SPECS", "OBJECTS", "OPTIONAL_OBJECTS", "event_weight",
+           "load_models", "simulate_reco"]
 
 OBJECTS = {"muon": muon, "electron": electron, "jet": jet, "fake_jet": fake_jet, "met": met}
+EVENT_WEIGHT_CLIP = 100.0
+"""Upper bound of the DCTR event weight ``flashsimWeight`` (``flashsim simulate --weights``)."""
 OPTIONAL_OBJECTS = ("electron",)
 """Objects a model directory may lack entirely (then they are not simulated)."""
 MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
@@ -41,11 +45,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
 
 def load_models(directory: str | Path | None = None, backend: str = "torch",
                 required: list[str] | None = None, device: str = "cpu",
-                refine: bool = True) -> ModelSet:
+                refine: bool = True, weights: bool = False) -> ModelSet:
     """Every model :func:`simulate_reco` needs (or those named in ``required``), from
     ``directory`` (default: the shipped models), checked against :data:`MODEL_SPECS`, with
     their networks on ``device`` (``cpu`` or ``cuda``). With ``refine`` the flows that have a
-    latent refiner in the directory (``flashsim refine``) sample through it.
+    latent refiner in the directory (``flashsim refine``) sample through it; with ``weights``
+    (and not ``refine``) the flows' samples carry their DCTR weights instead.
 
     The models of :data:`OPTIONAL_OBJECTS` are loaded when the directory has them and left
     out (``ModelSet.skipped``, ``ModelSet.notes``) when it has none of them.
@@ -72,7 +77,7 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     optional = ({name: tuple(OBJECTS[name].MODELS) for name in OPTIONAL_OBJECTS}
                 if required is None else None)
     return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device,
-                          optional, refine)
+                          optional, refine, weights)
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,
@@ -109,11 +114,30 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
         pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)
     out = {"Muon": muons, "Jet": jets, "MET": missing, "PV": pv, "fixedGridRhoFastjetAll": rho}
+    sampled = [muons, matched, fakes, missing, pv]
     if all(name in models for name in electron.MODELS):
         with stage("electron"):
             electrons = electron.simulate(gen, models, electron_rng, rho)
             out["Electron"], out["Jet"] = crossref.link(electrons, jets, "electron")
+            sampled.append(electrons)
+    if models.weighted:
+        out["flashsimWeight"] = event_weight(sampled)
     return out
+
+
+def event_weight(sampled: list[ak.Array]) -> np.ndarray:
+    """The DCTR event weight: the product of the ``flashsimWeight`` of every flow sample of the
+    event (jagged collections or one record per event), clipped to ``[0,``
+    :data:`EVENT_WEIGHT_CLIP` ``]``. The flows sample independently given the GEN event, so the
+    density ratio of the event is the product of theirs (Andreassen & Nachman,
+    arXiv:1907.08209)."""
+    weight = np.ones(len(sampled[0]))
+    for part in sampled:
+        factor = part.flashsimWeight
+        if factor.ndim > 1:
+            factor = ak.prod(factor, axis=1)
+        weight = weight * ak.to_numpy(factor).astype(np.float64)
+    return np.minimum(weight, EVENT_WEIGHT_CLIP)
 
 
 @contextlib.contextmanager

@@ -219,8 +219,9 @@ class ReferenceDetector:
     # ------------------------------------------------------------------ output
     @staticmethod
     def _collection(table: dict, name: str, n: int) -> ak.Array:
-        """Collection ``name`` with every schema branch of it, in schema dtypes."""
+        """Collection ``name`` with every schema branch of it, in schema dtypes (but
+        flashsim's own ``flashsimWeight``: a full simulation has no DCTR weight)."""
         counts = np.bincount(table["evt"], minlength=n)
         out = {field: np.asarray(table[field]).astype(spec.dtype)
-               for field, spec in collection_branches(name).items()}
+               for field, spec in collection_branches(name).items() if field != "flashsimWeight"}
         return ak.unflatten(ak.zip(out), counts)
