@@ -94,6 +94,9 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     ``Electron_genPartIdx`` point into ``gen["GenPart"]``, ``Jet_genJetIdx`` into
     ``gen["GenJet"]``; -1 = no match.
 
+    With DCTR-weighted models (``load_models(..., weights=True)``) every object carries its
+    ``flashsimWeight`` and the output the event's (:func:`event_weight`).
+
     ``timings``, if given, accumulates the seconds spent per stage (``muon``, ``jet``,
     ``fake_jet``, ``assembly``, ``met_pv``, ``electron``) for ``flashsim benchmark``.
     """
