@@ -235,3 +235,19 @@ def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_
     assert ak.any(weighted["Muon_flashsimWeight"] != 1)  # muon_flow has a refiner
     with pytest.raises(FlashSimError, match="--no-refine"):
         simulate([reference_nano], tmp_path / "both.root", models=refined, weights=True)
+
+
+def test_refine_bad_input_is_one_message_and_no_output(reference_nano, tmp_path):
+    from flashsim.objects.refinement import refine_directory
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file.txt").write_text("x")
+    with pytest.raises(FlashSimError, match="not empty"):
+        refine_directory(None, [reference_nano], taken, progress=False)
+    with pytest.raises(FlashSimError, match="does not exist"):
+        refine_directory(tmp_path / "no_models", [reference_nano], tmp_path / "out",
+                         progress=False)
+    with pytest.raises(FlashSimError, match="--full"):
+        refine_directory(None, [], tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -332,7 +332,8 @@ def dctr_flow_weights(refiner: Model, flow: Model, context: np.ndarray,
     ``y`` (all its targets) given the standardised ``context``: what ``--weights`` writes."""
     compared = [flow.target.names.index(name) for name in refiner.meta["compared_targets"]]
     with torch.no_grad():
-        log_w = refiner.module.log_weight(_tensor(y[:, compared]), _tensor(context)).numpy()
+        log_w = refiner.module.log_weight(_tensor(y[:, compared]).to(refiner.device),
+                                          _tensor(context).to(refiner.device)).cpu().numpy()
     return np.exp(np.minimum(log_w.astype(np.float64), np.log(refiner.meta["weight_clip"])))
 
 
