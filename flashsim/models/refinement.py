@@ -14,7 +14,10 @@ Deep Generative Models", arXiv:2106.00792):
    standardised target space. For the optimal classifier
    :math:`w(y, c) = f/(1 - f) = e^{\text{logit}} = p_\text{full}(y \mid c)/p_\text{flash}(y \mid c)`,
    so :math:`E_\text{flash}[w] = 1` (the check of a calibrated classifier). Weights are clipped
-   at :attr:`RefineConfig.weight_clip`.
+   at :attr:`RefineConfig.weight_clip`. The weights written by ``flashsim simulate --weights``
+   are :math:`s \min(w, w_\text{max})` with :math:`s` = 1 / their mean on the refinement's
+   flash rows (``weight_scale``), so that a classifier's residual miscalibration does not change
+   the sample's normalisation (which the product of an event's weights would compound).
 2. **Weighted latent points.** Each flash row's latent point :math:`z` (the noise that produced it)
    gets the weight :math:`w(f_c^{-1}(z), c)`: the weighted points sample
    :math:`p_\text{ref}(z \mid c) \propto w\,\mathcal{N}(z; 0, I)`, whose push-forward through the
@@ -280,6 +283,8 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
     classifier, classifier_fit = fit_dctr_classifier(full_x, flash_x, train, stop, config, weight)
     w = dctr_weights(classifier, flash_x, config.weight_clip)
     fitted = train | stop
+    weight_scale = 1.0 / float(np.average(w[fitted], weights=None if weight is None
+                                          else np.abs(np.asarray(weight)[fitted])))
     # the flash rows share the full rows' GEN contexts, hence their event weights
     event_weight = w if weight is None else w * np.asarray(weight, dtype=np.float64)
     refiner, refiner_fit = fit_refiner(latent[fitted], c[fitted], event_weight[fitted],
@@ -310,6 +315,7 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "compared_targets": compared.names,
         "classifier_hidden": list(config.classifier_hidden),
         "weight_clip": config.weight_clip,
+        "weight_scale": weight_scale,
         "architecture": dict(config.refiner),
         "context": flow.context.to_dict(), "target": None,
         "metrics": metrics,
@@ -328,13 +334,15 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
 
 def dctr_flow_weights(refiner: Model, flow: Model, context: np.ndarray,
                       y: np.ndarray) -> np.ndarray:
-    """The DCTR weights, clipped to ``[0, weight_clip]``, of the flow's standardised samples
-    ``y`` (all its targets) given the standardised ``context``: what ``--weights`` writes."""
+    """The DCTR weights, clipped to ``[0, weight_clip]`` and scaled by ``weight_scale`` (module
+    doc), of the flow's standardised samples ``y`` (all its targets) given the standardised
+    ``context``: what ``--weights`` writes."""
     compared = [flow.target.names.index(name) for name in refiner.meta["compared_targets"]]
     with torch.no_grad():
         log_w = refiner.module.log_weight(_tensor(y[:, compared]).to(refiner.device),
                                           _tensor(context).to(refiner.device)).cpu().numpy()
-    return np.exp(np.minimum(log_w.astype(np.float64), np.log(refiner.meta["weight_clip"])))
+    clipped = np.exp(np.minimum(log_w.astype(np.float64), np.log(refiner.meta["weight_clip"])))
+    return refiner.meta["weight_scale"] * clipped
 
 
 def save_refiner(refiner: Model, directory: str | Path) -> None:
