@@ -18,7 +18,13 @@ import tempfile
 from pathlib import Path
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import PRETRAINED, REFINERS, load_model, training_samples
+from flashsim.models.artifact import (
+    PRETRAINED,
+    REFINERS,
+    load_model,
+    training_samples,
+    write_manifest,
+)
 from flashsim.models.refinement import MIN_ROWS, RefineConfig, refine_model, save_refiner
 from flashsim.objects import MODEL_SPECS, OBJECTS
 from flashsim.objects.common import read_training_chunk
@@ -55,6 +61,7 @@ def refine_directory(models: str | Path | None, full: list[str | Path], output: 
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(REFINERS, "checkpoint", "__pycache__"))
+        write_manifest(staging, list(manifest["models"]))  # drops the source's old refiners
         metrics = {}
         bar = tqdm(total=len(flows), desc="refining", unit="flow", disable=not progress)
         for obj in objects:
