@@ -23,24 +23,8 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from flashsim.nanoaod.reader import num_entries, open_tree, read_chunk
-from flashsim.nanoaod.schema import load_schema
+from flashsim.nanoaod.reader import num_entries, open_tree, read_chunk, stored_names
 from flashsim.nanoaod.writer import NanoAODWriter
-
-
-def _names(path: Path) -> list[str]:
-    """The collections and scalar branches of ``Events`` in ``path``, in the file's order."""
-    schema = load_schema()
-    names: dict[str, None] = {}
-    for key in open_tree(path).keys():
-        if key in schema.scalars:
-            names[key] = None
-            continue
-        prefix = key[1:] if key.startswith("n") and key[1:] in schema.collections else \
-            key.split("_", 1)[0]
-        if prefix in schema.collections:
-            names[prefix] = None
-    return list(names)
 
 
 def _take(chunk: dict, start: int, stop: int) -> dict:
@@ -57,7 +41,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-events", type=int, nargs="+", default=[500, 2000, 10_000])
     args = parser.parse_args()
-    chunk = read_chunk(args.file, _names(args.file), 0, num_entries(args.file))
+    chunk = read_chunk(args.file, stored_names(args.file), 0, num_entries(args.file))
     chunk = {k: v if isinstance(v, ak.Array) else np.asarray(v) for k, v in chunk.items()}
     n_branches = len(open_tree(args.file).keys())
     print(f"{args.file}: {n_branches} branches, {len(chunk['event'])} events repeated to "

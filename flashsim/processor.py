@@ -11,7 +11,9 @@
    Bayesian models (branch ``flashsimModelDraw``), then efficiency, flow and post-processing
    of every object, cross-references rebuilt;
 3. appends each batch, GEN + flash RECO, to the chunk's file with the project's NanoAOD
-   writer, so that one batch, not the chunk, is in memory at a time;
+   writer, so that one batch, not the chunk, is in memory at a time; names and fields in
+   the output's order (:func:`flashsim.runtime.in_output_order`), so that a run of one
+   chunk can publish its chunk file as the output as it is;
 4. returns the bookkeeping as a coffea accumulator.
 
 Randomness is derived per chunk from ``(seed, file UUID, entry range)``
@@ -47,6 +49,7 @@ from flashsim.runtime import (
     QuietNanoAODSchema,
     chunk_seed,
     gen_names,
+    in_output_order,
     one_torch_thread,
     quiet_coffea,
     scaled_runs,
@@ -200,7 +203,7 @@ class FlashSimProcessor(processor.ProcessorABC):
                 NanoAODWriter(path, runs=runs) as writer:
             for batch in batches:
                 began = time.perf_counter()
-                writer.write(batch)
+                writer.write(in_output_order(batch))
                 stages["write"] = stages.get("write", 0.0) + time.perf_counter() - began
                 bar.update(len(batch["event"]))
         return {

@@ -15,6 +15,8 @@ and the VBF H→μμ benchmark — runs a chunk the same way, with these pieces:
   so memory stays bounded whatever the chunk size and the oversampling; with
   ``model_draws`` K > 1 the chunk is simulated once per weight draw of the Bayesian models
   (:func:`check_model_draws`); :func:`gen_names` are the GEN names passed through;
+- :func:`in_output_order`: a batch's names and fields in the order of the output file
+  (:func:`output_names`, fields in schema order);
 - :func:`scaled_runs`: the input's ``Runs`` tree scaled by the oversampling;
 - :func:`quiet_coffea`, :class:`QuietNanoAODSchema`: coffea without its warnings about
   collections and cross-references that GEN inputs and flash outputs do not have.
@@ -38,13 +40,16 @@ from flashsim.seeds import seed_sequence
 
 __all__ = [
     "BATCH_EVENTS",
+    "FLASH_COLLECTIONS",
     "GPU_BATCH_EVENTS",
     "QuietNanoAODSchema",
     "batch_rng",
     "check_model_draws",
     "chunk_seed",
     "gen_names",
+    "in_output_order",
     "one_torch_thread",
+    "output_names",
     "quiet_coffea",
     "replicate",
     "scaled_runs",
@@ -59,6 +64,9 @@ GPU_BATCH_EVENTS = 20_000
 """The default with ``--device cuda``: larger network calls keep a GPU busy (a GPU node
 has more host memory per process than a CPU grid slot)."""
 
+FLASH_COLLECTIONS = ("Muon", "Electron", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
+"""What the flash simulation adds to the GEN names."""
+
 _GEN_SINGLES = ("Pileup", "Generator", "run", "luminosityBlock", "event")
 
 
@@ -68,6 +76,32 @@ def gen_names() -> tuple[str, ...]:
     schema = load_schema()
     return tuple(n for n in [*schema.collections, *schema.scalars]
                  if n.lower().startswith("gen") or n in _GEN_SINGLES)
+
+
+def output_names() -> tuple[str, ...]:
+    """The names of a flash output file, in the file's order: GEN names (:func:`gen_names`),
+    flash collections, then the replica and weight-draw numbers and the event weight."""
+    return (*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica", "flashsimModelDraw",
+            "flashsimWeight")
+
+
+def in_output_order(batch: dict) -> dict:
+    """``batch`` with its names in :func:`output_names` order (any other name after them) and
+    each collection's fields in schema order, which is how :func:`flashsim.nanoaod.reader.read_chunk`
+    returns them: a file written from such batches reads back and rewrites unchanged."""
+    schema = load_schema()
+    rank = {name: i for i, name in enumerate(output_names())}
+    ordered = {}
+    for name in sorted(batch, key=lambda n: rank.get(n, len(rank))):
+        value = batch[name]
+        coll = schema.collections.get(name)
+        if coll is not None:
+            fields = [f for f in coll.branches if f in value.fields]
+            fields += [f for f in value.fields if f not in coll.branches]  # the writer refuses them
+            if fields != value.fields:
+                value = value[fields]
+        ordered[name] = value
+    return ordered
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ without electron models simulates no ``Electron`` collection).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -26,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from flashsim.errors import FlashSimError
-from flashsim.nanoaod.reader import GEN_COLLECTIONS, num_entries, open_tree, read_chunk, read_runs
+from flashsim.nanoaod.reader import (
+    GEN_COLLECTIONS,
+    num_entries,
+    open_tree,
+    read_chunk,
+    read_runs,
+    stored_names,
+)
 from flashsim.nanoaod.writer import NanoAODWriter
 from flashsim.output_path import check_output_directory, check_output_file
 from flashsim.processor import FlashSimProcessor
@@ -36,16 +44,16 @@ from flashsim.runtime import (
     check_model_draws,
     chunk_seed,
     gen_names,
+    in_output_order,
     quiet_coffea,
     scaled_runs,
     simulate_batches,
     worker_models,
 )
 
-__all__ = ["EXECUTORS", "FLASH_COLLECTIONS", "run_processor", "simulate", "simulate_generated"]
+__all__ = ["EXECUTORS", "run_processor", "simulate", "simulate_generated"]
 
 EXECUTORS = ("iterative", "futures", "dask")
-FLASH_COLLECTIONS = ("Muon", "Electron", "Jet", "MET", "PV", "fixedGridRhoFastjetAll")
 
 
 def simulate(
@@ -319,7 +327,7 @@ def _empty_chunk_file(source: Path, staging: Path, models, backend: str,
         for batch in simulate_batches(gen, worker_models(models, backend, device, refine, weights),
                                       chunk_seed(0, "", 0, 0), oversample=oversample,
                                       model_draws=model_draws):
-            writer.write(batch)
+            writer.write(in_output_order(batch))
     return {"path": str(path), "file": str(source), "entry_start": 0, "entry_stop": 0}
 
 
@@ -331,9 +339,16 @@ def _present(path: str | Path, names) -> list[str]:
 
 def _merge(chunks: list[dict], output: Path, batch_events: int = BATCH_EVENTS) -> None:
     """Concatenate chunk files, in input order, into one NanoAOD file, ``batch_events``
-    events in memory at a time."""
-    names = _present(chunks[0]["path"], [*gen_names(), *FLASH_COLLECTIONS, "flashsimReplica",
-                                            "flashsimModelDraw", "flashsimWeight"])
+    events in memory at a time.
+
+    One chunk file is moved to ``output`` as it is: chunk files are written in the output's
+    order (:func:`flashsim.runtime.in_output_order`), with the Runs tree the merge would
+    write, so rewriting it would give the same content at the cost of reading and writing
+    every event again."""
+    if len(chunks) == 1:
+        os.replace(chunks[0]["path"], output)
+        return
+    names = stored_names(chunks[0]["path"])
     runs_parts = [read_runs(c["path"]) for c in chunks]
     runs = None
     if all(r is not None for r in runs_parts):

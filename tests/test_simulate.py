@@ -15,6 +15,8 @@ import uproot
 
 from flashsim.cli import main
 from flashsim.nanoaod import load_schema, open_events, read_chunk, read_runs, write_nanoaod
+from flashsim.nanoaod.reader import stored_names
+from flashsim.nanoaod.writer import NanoAODWriter
 from flashsim.runtime import gen_names, scaled_runs
 from flashsim.simulation import simulate
 
@@ -191,6 +193,29 @@ def test_oversampling_into_a_directory(gen_file, tiny_models, tmp_path):
     met = ak.to_numpy(events["MET_pt"]).reshape(40, 3)
     assert np.all(met[:, 0] != met[:, 1])
     assert not list(tmp_path.glob(".flash.*"))  # no staging left
+
+
+def test_one_chunk_output_is_its_chunk_file_as_a_merge_would_rewrite_it(gen_file, tiny_models,
+                                                                          tmp_path):
+    """A run of one chunk moves its chunk file to the .root output instead of merging it. That
+    is only right if the file reads back and rewrites unchanged, as the merge did: the same
+    branches in the same order, with the same titles, types and values, and the same Runs."""
+    out = tmp_path / "one.root"
+    manifest = simulate([gen_file], out, models=tiny_models, chunksize=100, oversample=2,
+                        batch_events=30)
+    assert len(manifest["chunks"]) == 1
+    rewritten = tmp_path / "rewritten.root"
+    with NanoAODWriter(rewritten, runs=read_runs(out)) as writer:
+        writer.write(read_chunk(out, stored_names(out)))
+    for tree in ("Events", "Runs"):
+        published, merged = uproot.open(out)[tree], uproot.open(rewritten)[tree]
+        assert published.keys() == merged.keys()
+        assert published.num_entries == merged.num_entries > 0
+        for key in published.keys():
+            left, right = published[key], merged[key]
+            assert (left.title, left.typename) == (right.title, right.typename), key
+            assert ak.array_equal(left.array(), right.array(), dtype_exact=True,
+                                  equal_nan=True), key
 
 
 def test_oversampling_scales_the_input_runs(reference_nano):

@@ -29,6 +29,7 @@ __all__ = [
     "open_tree",
     "read_chunk",
     "read_runs",
+    "stored_names",
 ]
 
 GEN_COLLECTIONS: tuple[str, ...] = (
@@ -84,6 +85,18 @@ def open_tree(path: str | os.PathLike[str]) -> uproot.TTree:
 def num_entries(path: str | os.PathLike[str]) -> int:
     """Number of events in the ``Events`` tree."""
     return int(open_tree(path).num_entries)
+
+
+def stored_names(path: str | os.PathLike[str]) -> list[str]:
+    """The schema collections and scalars that ``Events`` in ``path`` holds, as
+    :func:`read_chunk` names, in the order of their first branch in the tree."""
+    schema = load_schema()
+    owner = {name: name for name in schema.scalars}
+    for name, coll in schema.collections.items():
+        owner.update({b.name: name for b in coll.branches.values()})
+        if coll.jagged:
+            owner[coll.counter] = name
+    return list(dict.fromkeys(owner[k] for k in open_tree(path).keys() if k in owner))
 
 
 def _resolve(names: Iterable[str], available: set[str]) -> tuple[dict[str, list[str]], list[str]]:
