@@ -27,9 +27,13 @@
 # recomputes from the sampled values. A retrain with the current code (same settings, 37
 # min) passed 6% fewer flash events through the benchmark's two-tight-isolated-muon cut
 # than the full simulation, against 2% for the shipped one, so the shipped one stays.
-# The electron models were added later, trained with this script's electron step on one CPU
-# core (21 min; `flashsim train electron --data dy_ee_12000_seed104.root --data
-# ttbar_6000_seed105.root --config training/configs/default.yaml`), the other models untouched.
+# The samples and models above this line are of reference detector v1 (samples named without
+# a detector version); the retrain on detector v3 is issue 14's. The electron models were
+# added later, trained with this script's electron step on v3 samples on one CPU core (14
+# min; `flashsim train electron --data training/samples/dy_ee_12000_seed104_refdet3.root
+# --data training/samples/ttbar_6000_seed105_refdet3.root --config
+# training/configs/default.yaml`, commit recorded in each artifact), the other models
+# untouched.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
 # The unfolding models (flashsim/pretrained/unfold/) have their own recipe,
