@@ -70,3 +70,5 @@ train() { local obj=$1; shift
 (train jet "${data[@]}" && train fake_jet "${data[@]}") & jets=$!
 (train muon "${data[@]}" && train met "${data[@]}" && train electron "${electron_data[@]}") & others=$!
 wait "$jets"; wait "$others"
+rm -rf "$OUT/checkpoint"
+mkdir -p runs/loss_curves && mv "$OUT"/*_loss.png runs/loss_curves/  # loss curves are not shipped

@@ -11,10 +11,9 @@
 #    MODEL_DIR (default flashsim/pretrained/unfold: both are shipped, 1 MB together);
 # 3. OmniFold's stored simulation (not shipped: it is the training sample itself, a few MB)
 #    and the validation reports, into runs/unfold/.
-# On the shared 2-core development machine (several other jobs running) the samples took
-# about 80 minutes (Pythia and the reference detector at 3-5 events/s per process), the
-# dimuon cINN 20 minutes of wall time (90 s of CPU), the ttbar_mujets cINN about 8 minutes,
-# each validation a few minutes.
+# On the shared 2-core development machine (other jobs running) the samples took about 25
+# minutes (one process per task), the dimuon cINN 110 s, the ttbar_mujets cINN about a
+# minute, each validation about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-flashsim/pretrained/unfold}
@@ -41,3 +40,4 @@ for task in dimuon:dy_mumu:201 ttbar_mujets:ttbar_mujets:202; do
   flashsim unfold apply "$name" "$held_out" --models "$OUT" -o "$RUNS/${name}_unfolded.root"
 done
 rm -rf "$OUT/checkpoint"
+mv "$OUT"/*_loss.png "$RUNS/"  # loss curves are not shipped
