@@ -14,23 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
+from cpu_timing import cpu_ms
 
 from flashsim.models.artifact import PRETRAINED
 from flashsim.models.bayesian import set_weight_draw
 from flashsim.models.flows import FlowSampler, build_flow
-
-
-def _cpu_ms(repeat: int, call: Callable[..., object], *args: object) -> float:
-    call(*args)  # warm-up
-    started = time.process_time()
-    for _ in range(repeat):
-        call(*args)
-    return 1e3 * (time.process_time() - started) / repeat
 
 
 def main() -> None:
@@ -51,11 +42,11 @@ def main() -> None:
         bayesian = FlowSampler(build_flow(features, context, {**arch, "bayesian": True})).eval()
         c, noise = torch.randn(args.rows, context), torch.randn(args.rows, features)
         with torch.no_grad():
-            times = [_cpu_ms(args.repeat, deterministic, c, noise),
-                     _cpu_ms(args.repeat, bayesian, c, noise)]
+            times = [cpu_ms(args.repeat, deterministic, c, noise),
+                     cpu_ms(args.repeat, bayesian, c, noise)]
             set_weight_draw(bayesian, rng)
-            times.append(_cpu_ms(args.repeat, bayesian, c, noise))
-            times.append(_cpu_ms(args.repeat, set_weight_draw, bayesian, rng))
+            times.append(cpu_ms(args.repeat, bayesian, c, noise))
+            times.append(cpu_ms(args.repeat, set_weight_draw, bayesian, rng))
         weights = sum(p.numel() for p in deterministic.parameters())
         print(f"| {meta['name']} | {weights} | " + " | ".join(f"{t:.1f} ms" for t in times) + " |")
 

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
+from cpu_timing import cpu_ms
 
 from flashsim.models.artifact import PRETRAINED
 from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.refinement import DEFAULT_REFINER
-
-
-def _cpu_ms(repeat: int, call, *args) -> float:
-    call(*args)  # warm-up
-    started = time.process_time()
-    for _ in range(repeat):
-        call(*args)
-    return 1e3 * (time.process_time() - started) / repeat
 
 
 def _refined_sample(flow: FlowSampler, refiner: FlowSampler, context: torch.Tensor,
@@ -60,8 +52,8 @@ def main() -> None:
         c = torch.from_numpy(rng.standard_normal((args.rows, context)).astype(np.float32))
         u = torch.from_numpy(rng.standard_normal((args.rows, features)).astype(np.float32))
         with torch.no_grad():
-            alone = _cpu_ms(args.repeat, flow, c, u)
-            refined = _cpu_ms(args.repeat, _refined_sample, flow, refiner, c, u)
+            alone = cpu_ms(args.repeat, flow, c, u)
+            refined = cpu_ms(args.repeat, _refined_sample, flow, refiner, c, u)
         print(f"| {name} | {alone:.0f} ms | {refined:.0f} ms | {1e3 * args.rows / alone:.0f} | "
               f"{1e3 * args.rows / refined:.0f} |")
 
