@@ -10,7 +10,7 @@ import pytest
 
 from flashsim.generation import iter_batches, minbias_pool
 from flashsim.nanoaod.electron_working_points import DERIVED, derived_ids, hidden_from_bitmaps
-from flashsim.nanoaod.schema import collection_branches
+from flashsim.nanoaod.schema import collection_branches, reco_branches
 from flashsim.refdet import DetectorConfig, ReferenceDetector
 from flashsim.refdet.pileup import overlay
 from flashsim.refdet.tracker import direction_resolution
@@ -48,8 +48,9 @@ def test_collections_and_branches(samples, reference_branch_names):
         assert name in chunk
     for name in ("Muon", "Electron", "Jet"):  # every schema branch, in schema dtypes
         # but flashsim's DCTR weight, which a full simulation has not
-        branches = {f: s for f, s in collection_branches(name).items() if f != "flashsimWeight"}
+        branches = reco_branches(name)
         assert chunk[name].fields == list(branches)
+        assert "flashsimWeight" in collection_branches(name) and "flashsimWeight" not in branches
         for field, spec in branches.items():
             assert ak.flatten(chunk[name][field]).layout.dtype == spec.dtype, (name, field)
     gen_like = {"genPartIdx", "genPartFlav", "genJetIdx", "hadronFlavour", "partonFlavour"}

@@ -25,10 +25,14 @@ __all__ = [
     "branch_dtype",
     "collection_branches",
     "load_schema",
+    "reco_branches",
     "schema_path",
 ]
 
 KINDS = ("continuous", "integer", "boolean", "bitflags", "index", "categorical")
+
+FLASH_ONLY_FIELDS = frozenset({"flashsimWeight"})
+"""Collection fields only flashsim writes (a DCTR weight has no meaning in a full simulation)."""
 
 _SCHEMA_FILE = "nanoaod.yaml"
 
@@ -182,3 +186,10 @@ def collection_branches(name: str) -> dict[str, BranchSpec]:
             f"{name!r} is not a NanoAOD collection in the flashsim schema ({schema_path()}); "
             f"known collections: {', '.join(load_schema().collections)}"
         ) from None
+
+
+def reco_branches(name: str) -> dict[str, BranchSpec]:
+    """The branches of collection ``name`` that a (full) reconstruction writes: those of
+    :func:`collection_branches` without flashsim's own (:data:`FLASH_ONLY_FIELDS`)."""
+    return {field: spec for field, spec in collection_branches(name).items()
+            if field not in FLASH_ONLY_FIELDS}

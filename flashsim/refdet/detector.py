@@ -16,7 +16,7 @@ import numpy as np
 
 from flashsim.nanoaod.mc_match import gen_match
 from flashsim.nanoaod.muon_working_points import derived_ids
-from flashsim.nanoaod.schema import collection_branches
+from flashsim.nanoaod.schema import reco_branches
 from flashsim.pdg import is_neutrino
 from flashsim.refdet import electrons as electron_reco
 from flashsim.refdet.calorimeter import KIND_MU, pf_candidates
@@ -219,9 +219,9 @@ class ReferenceDetector:
     # ------------------------------------------------------------------ output
     @staticmethod
     def _collection(table: dict, name: str, n: int) -> ak.Array:
-        """Collection ``name`` with every schema branch of it, in schema dtypes (but
-        flashsim's own ``flashsimWeight``: a full simulation has no DCTR weight)."""
+        """Collection ``name`` with every branch a reconstruction writes
+        (:func:`~flashsim.nanoaod.schema.reco_branches`), in schema dtypes."""
         counts = np.bincount(table["evt"], minlength=n)
         out = {field: np.asarray(table[field]).astype(spec.dtype)
-               for field, spec in collection_branches(name).items() if field != "flashsimWeight"}
+               for field, spec in reco_branches(name).items()}
         return ak.unflatten(ak.zip(out), counts)
