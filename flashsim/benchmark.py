@@ -135,7 +135,8 @@ def run_benchmark(
             flash.append({"backend": backend, "chunk_size": size, **timings})
     gen_events = gen_events or min(n_events, 200)
     generation = {"process": process, "events": gen_events,
-                  **measure_generation(process, gen_events, seed=seed + 1)}
+                  # the events of the GEN file (same seed): both sides time the same events
+                  **measure_generation(process, gen_events, seed=seed)}
     return {"input": str(path), "models": str(models or "shipped"), "flash": flash,
             "generation": generation}
 

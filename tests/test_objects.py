@@ -245,8 +245,10 @@ def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     loaded = load_models(models)
     sampled = {name: {c.spec.name for c in loaded[name].target.columns}
                for name in ("muon_flow", "electron_flow", "met_flow")}
-    assert not {"looseId", "tightCharge", "ip3d"} & sampled["muon_flow"]
-    assert "ip3d" not in sampled["electron_flow"] and "significance" not in sampled["met_flow"]
+    assert not {"looseId", "tightCharge", "ip3d", "sip3d"} & sampled["muon_flow"]
+    assert not {"ip3d", "sip3d"} & sampled["electron_flow"]
+    assert {"ip3d_error_ratio"} <= sampled["muon_flow"] & sampled["electron_flow"]
+    assert "significance" not in sampled["met_flow"]
     assert "jetId" in {c.spec.name for c in loaded["jet_flow"].target.columns}  # partly free
     _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(11)))
 
@@ -259,3 +261,17 @@ def test_shipped_models_get_the_fixed_branches_overwritten(chunk):
     assert {"looseId", "tightCharge", "ip3d"} <= sampled
     assert "significance" in {c.spec.name for c in loaded["met_flow"].target.columns}
     _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(12)))
+
+
+@pytest.mark.parametrize("collection", ["Muon", "Electron"])
+def test_sip3d_round_trips_through_its_error_ratio(chunk, collection):
+    """Real CMS leptons: the sampled target r (3D error over the track's) and the branches
+    beside it give back NanoAOD's sip3d, and r is not 1 there (CMS adds the vertex error)."""
+    from flashsim.objects.lepton import ip3d_error_ratio, significance_3d
+
+    leptons = chunk[collection]
+    fields = {k: ak.to_numpy(ak.flatten(leptons[k])).astype(np.float64)
+              for k in ("ip3d", "sip3d", "dxyErr", "dzErr", "eta")}
+    ratio = ak.to_numpy(ak.flatten(ip3d_error_ratio(leptons)))
+    assert len(ratio) > 10 and 0.3 < np.median(ratio) < 0.9
+    np.testing.assert_allclose(significance_3d(fields, ratio), fields["sip3d"], rtol=1e-5)

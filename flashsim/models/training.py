@@ -54,6 +54,7 @@ from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, is_bayesian, kl_diverg
 from flashsim.models.flows import DEFAULT_CINN, DEFAULT_FLOW
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
+from flashsim.seeds import seeded_rng
 
 __all__ = ["TrainConfig", "constant_targets", "load_config", "train_model", "validation_mask"]
 
@@ -152,7 +153,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     kind = spec.kind
     constants: dict[str, float] = {}
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    rng = seeded_rng(config.seed, "training_batches")
     val = validation_mask(table.event, config.val_fraction)
     if val.all() or not val.any():  # tiny samples: validate on the training rows
         val = np.ones(len(table), dtype=bool)
@@ -209,7 +210,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         w = torch.from_numpy(np.asarray(table.weight[mask], dtype=np.float32))
         return c.to(device), y.to(device), w.to(device)
 
-    val_data = tensors(val, np.random.default_rng(config.seed + 1))
+    val_data = tensors(val, seeded_rng(config.seed, "validation_dequantization"))
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     if config.schedule == "cosine":

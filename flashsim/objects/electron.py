@@ -36,7 +36,9 @@ for electrons from jets NanoAOD's MC matching to status-1 electrons and photons,
 (:mod:`flashsim.objects.crossref`), ``photonIdx`` = -1 (no Photon collection),
 ``cleanmask`` = 1, ``ip3d`` from ``dxy``, ``dz`` and :math:`\eta`
 (:func:`~flashsim.objects.lepton.impact_parameter_3d`; exact, so not sampled; the values of
-models trained before, which sample it, are overwritten), and every working-point branch NanoAOD computes from the others
+models trained before, which sample it, are overwritten), ``sip3d`` from ``ip3d``, the
+sampled errors and the sampled ratio of the 3D error to the track's
+(:func:`~flashsim.objects.lepton.ip3d_error_ratio`), and every working-point branch NanoAOD computes from the others
 (``cutBased``, both bitmaps, ``cutBased_HEEP``, the twelve MVA working points, the non-PF
 isolations zeroed below 35 GeV): :func:`flashsim.nanoaod.electron_working_points.derived_ids`,
 given the event's simulated ``fixedGridRhoFastjetAll``. NanoAOD keeps electrons above
@@ -60,9 +62,11 @@ from flashsim.objects.lepton import (
     gen_flavour,
     gen_leptons,
     impact_parameter_3d,
+    ip3d_error_ratio,
     kinematic_targets,
     row_table,
     sample_reconstructed,
+    significance_3d,
     training_pairs,
 )
 
@@ -89,7 +93,7 @@ TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Electron", "genWeigh
 #: generated electron branches with their transform before the flow
 CONTINUOUS = {
     "deltaEtaSC": "none", "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log",
-    "sip3d": "log", "eCorr": "log", "eInvMinusPInv": "symlog",
+    "eCorr": "log", "eInvMinusPInv": "symlog",
     "hoe": "log", "sieie": "log", "r9": "none", "mass": "symlog",
     "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "miniPFRelIso_all": "log",
     "miniPFRelIso_chg": "log", "jetRelIso": "symlog", "jetPtRelv2": "symlog", "mvaTTH": "none",
@@ -102,6 +106,7 @@ _RAW_CLIP = 1.0 - 1e-7
 
 PROPERTIES = (
     ColumnSpec("energyErr_rel", transform="log"),
+    ColumnSpec("ip3d_error_ratio", transform="log"),
     *(ColumnSpec(f"{name}_raw") for name in _MVA),
     *(ColumnSpec(name, transform=t) for name, t in CONTINUOUS.items()),
     *(discrete("Electron", name) for name in DISCRETE),
@@ -152,6 +157,8 @@ def _properties(reco: ak.Array) -> dict:
     out = {name: reco[name] for name in (*CONTINUOUS, *DISCRETE) if name in available}
     if "energyErr" in available:
         out["energyErr_rel"] = reco.energyErr / (reco.pt * np.cosh(reco.eta))
+    if {"ip3d", "sip3d", "dxyErr", "dzErr"} <= available:
+        out["ip3d_error_ratio"] = ip3d_error_ratio(reco)
     for name in _MVA:
         if name in available:
             out[f"{name}_raw"] = np.arctanh(np.maximum(np.minimum(reco[name], _RAW_CLIP), -_RAW_CLIP))
@@ -216,6 +223,8 @@ def _fields(out: dict) -> dict:
     fields = dict(out)
     if "dxy" in fields and "dz" in fields:
         fields["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
+    if "ip3d_error_ratio" in fields:
+        fields["sip3d"] = significance_3d(fields, fields.pop("ip3d_error_ratio"))
     if "energyErr_rel" in fields:
         fields["energyErr"] = fields.pop("energyErr_rel") * fields["pt"] * np.cosh(fields["eta"])
     for name in _MVA:

@@ -28,7 +28,10 @@ of models trained before, which sample them, are overwritten): ``looseId`` = ``i
 and (``isGlobal`` or ``isTracker``) (muon POG loose ID), ``tightCharge`` = 2 if
 :math:`\sigma_{p_T}/p_T < 0.2` else 0 (NanoAOD's definition on the best track), ``ip3d``
 (:func:`flashsim.objects.lepton.impact_parameter_3d`). All three hold in every muon of
-``nano_dy.root`` (real CMS) and by construction in the reference detector. For a muon in no
+``nano_dy.root`` (real CMS) and by construction in the reference detector. ``sip3d`` is
+``ip3d`` over the sampled ratio of its 3D error to the track's
+(:func:`flashsim.objects.lepton.ip3d_error_ratio`), so it agrees with the sampled impact
+parameters and their errors. For a muon in no
 jet (``jetIdx == -1``, known once :mod:`flashsim.objects.crossref` has linked the jets),
 ``jetRelIso`` is ``pfRelIso04_all`` and ``jetPtRelv2`` is 0, as NanoAOD defines them
 (:func:`jetless_isolation`; ``nano_dy.root`` and 300 reference-detector ttbar events: every
@@ -49,10 +52,12 @@ from flashsim.objects.lepton import (
     gen_flavour,
     gen_leptons,
     impact_parameter_3d,
+    ip3d_error_ratio,
     kinematic_targets,
     momentum_delta,
     row_table,
     sample_reconstructed,
+    significance_3d,
     training_pairs,
 )
 
@@ -72,7 +77,7 @@ TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Muon", "genWeight", "run", "lu
                   "event"]
 
 _CONTINUOUS = {
-    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "sip3d": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
+    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
     "miniPFRelIso_all": "log", "miniPFRelIso_chg": "log", "tkRelIso": "log",
     "jetRelIso": "symlog", "jetPtRelv2": "symlog", "segmentComp": "none", "softMva": "none",
     "mvaLowPt": "none", "mvaTTH": "none", "tunepRelPt": "log",
@@ -90,6 +95,7 @@ TARGETS = (
     ColumnSpec("dphi", spikes=False),
     ColumnSpec("charge_flip", "discrete", values=(-1.0, 1.0)),
     ColumnSpec("ptErr_rel", transform="log"),
+    ColumnSpec("ip3d_error_ratio", transform="log"),
     *(ColumnSpec(name, transform=t) for name, t in _CONTINUOUS.items()),
     *(discrete("Muon", name) for name in _DISCRETE),
 )
@@ -139,6 +145,8 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     targets = kinematic_targets(reco, g)
     if "ptErr" in available:
         targets["ptErr_rel"] = reco.ptErr / reco.pt
+    if {"ip3d", "sip3d", "dxyErr", "dzErr"} <= available:
+        targets["ip3d_error_ratio"] = ip3d_error_ratio(reco)
     targets.update({name: reco[name] for name in (*_CONTINUOUS, *_DISCRETE) if name in available})
     flow = row_table(chunk, {c.name: g[c.name] for c in CONTEXT}, targets, reco.pt,
                      {"delta": momentum_delta(reco, g)})
@@ -158,6 +166,8 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     if "ptErr_rel" in fields:
         fields["ptErr"] = fields.pop("ptErr_rel") * fields["pt"]
     fields.update(exact_columns(fields))  # replaces the values older artifacts sample
+    if "ip3d_error_ratio" in fields:
+        fields["sip3d"] = significance_3d(fields, fields.pop("ip3d_error_ratio"))
     fields.update(derived_ids(fields))  # replaces the sampled bits of older artifacts
     fields["genPartIdx"] = flat(mu.index)
     fields["genPartFlav"] = flat(gen_flavour(mu))
