@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 import torch
-from cpu_timing import cpu_ms
 
+from flashsim.benchmark import cpu_ms
 from flashsim.models.artifact import PRETRAINED
 from flashsim.models.bayesian import set_weight_draw
 from flashsim.models.flows import FlowSampler, build_flow

@@ -30,14 +30,27 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flashsim.errors import FlashSimError
 
-__all__ = ["STAGES", "format_report", "measure_flash", "measure_generation", "run_benchmark"]
+__all__ = ["STAGES", "cpu_ms", "format_report", "measure_flash", "measure_generation",
+           "run_benchmark"]
 
 STAGES = ("read", "muon", "jet", "fake_jet", "assembly", "met_pv", "electron", "write")
 """The stages of the flash path, in the order they run."""
+
+
+def cpu_ms(repeat: int, call: Callable[..., object], *args: object) -> float:
+    """Milliseconds of process CPU time per ``call(*args)``, over ``repeat`` calls after one
+    warm-up call (CPU time, not wall time: a busy machine does not inflate it). Used by the
+    scripts of ``benchmarks/`` and ``training/model_size_study.py``."""
+    call(*args)
+    started = time.process_time()
+    for _ in range(repeat):
+        call(*args)
+    return 1e3 * (time.process_time() - started) / repeat
 
 
 def _cached_gen_file(process: str, n_events: int, seed: int) -> Path:

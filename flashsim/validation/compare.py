@@ -10,7 +10,8 @@ gets the model band of all draws and its coverage of the full simulation
 (:func:`flashsim.validation.metrics.model_band`). The ``compare_*`` functions compute one
 section of the validation each and return ``(metrics, figures)`` where figures
 are drawn by :mod:`flashsim.validation.plots`; :func:`run_validation` (the
-``flashsim validate`` command) runs them all and writes the report.
+``flashsim validate`` command) runs them all and writes the report, and :func:`compare_view`
+computes one view's metrics and classifier test the same way (``training/model_size_study.py``).
 
 Everything is columnar: objects are flattened with awkward, binned with numpy;
 the only Python loops run over branches and histogram bins.
@@ -41,10 +42,14 @@ __all__ = [
     "compare_pileup_jets",
     "compare_response",
     "compare_tagging",
+    "compare_view",
+    "jets_gen_matched",
     "load_sample",
     "match_events",
     "object_views",
+    "paired_events",
     "run_validation",
+    "shared_fields",
 ]
 
 #: RECO collections that flashsim simulates and that validation compares.
@@ -190,6 +195,50 @@ def match_events(full: ak.Array, flash: ak.Array) -> tuple[np.ndarray, np.ndarra
         raise FlashSimError("the --flash files repeat (run, luminosityBlock, event) ids within "
                             "replica 0: pass each flash file once")
     return full_index, np.flatnonzero(replica0)
+
+
+def paired_events(full_sample: Sample, flash_sample: Sample
+                  ) -> tuple[ak.Array, ak.Array, np.ndarray, np.ndarray]:
+    """The events compared: ``(full, flash, full_index, flash0_rows)``, the full events that
+    have a flash twin and every flash event, each with the field ``source``, the row of its
+    GEN event in the full files (the group of twins and replicas, which the classifier
+    split keeps together), then the :func:`match_events` indices."""
+    full_index, flash0_rows = match_events(full_sample.events, flash_sample.events)
+    matched_rows = np.unique(full_index)
+    full = ak.with_field(full_sample.events[matched_rows], matched_rows, "source")
+    flash = ak.with_field(flash_sample.events, full_index, "source")
+    return full, flash, full_index, flash0_rows
+
+
+def jets_gen_matched(full_sample: Sample, flash_sample: Sample) -> bool:
+    """Whether both samples have ``Jet_genJetIdx``, so that jets split into the views
+    ``Jet_matched`` and ``Jet_unmatched`` (:func:`object_views`)."""
+    return all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
+
+
+def shared_fields(collection: str, full_sample: Sample, flash_sample: Sample) -> list[str]:
+    """The schema's branches of ``collection`` that both samples have, in schema order:
+    the branches a view of that collection compares."""
+    known = load_schema().collections[collection].branches
+    return [f for f in known if f in full_sample.fields[collection]
+            and f in flash_sample.fields[collection]]
+
+
+def compare_view(view: str, full_sample: Sample, flash_sample: Sample, *,
+                 seed: int = 0) -> dict:
+    """:func:`compare_branches` of one object view (``Muon``, ``Jet_matched``, ...) without
+    figures, exactly as :func:`run_validation` computes it: its ``classifier`` entry is the
+    conditional classifier two-sample test and attribution that ``flashsim validate``
+    reports for the view. Raises :class:`FlashSimError` for a view the samples lack."""
+    full, flash, _, _ = paired_events(full_sample, flash_sample)
+    has_match = jets_gen_matched(full_sample, flash_sample)
+    views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
+    if view not in views_full or view not in views_flash:
+        raise FlashSimError(f"the samples have no {view} view (they have "
+                            f"{', '.join(v for v in views_full if v in views_flash)}): pass "
+                            "NanoAOD files with that collection")
+    fields = shared_fields(view.split("_")[0], full_sample, flash_sample)
+    return compare_branches(view, views_full[view], views_flash[view], fields, None, seed=seed)
 
 
 def _with_gen_context(view: str, objects: ak.Array, events: ak.Array) -> ak.Array:
@@ -672,20 +721,14 @@ def run_validation(
     n_draws = int(draw.max()) + 1 if draw.size else 1
     if n_draws > 1:  # Bayesian models: draw 0 is the flash sample, all draws give the band
         flash_sample = replace(flash_sample, events=all_draws[draw == 0])
-    full_index, flash0_rows = match_events(full_sample.events, flash_sample.events)
+    full, flash, full_index, flash0_rows = paired_events(full_sample, flash_sample)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     figdir = None if plots_mode == "none" else outdir
     plot_fields = KEY_FIELDS if plots_mode == "key" else None
-
-    # source = row of the GEN event in the full files: the group of twins and replicas.
-    matched_rows = np.unique(full_index)
-    full = ak.with_field(full_sample.events[matched_rows], matched_rows, "source")
-    flash = ak.with_field(flash_sample.events, full_index, "source")
     full_twin = full_sample.events[full_index[flash0_rows]]
     flash0 = flash[flash0_rows]
 
-    schema = load_schema()
     result: dict = {
         "inputs": {"full": list(full_sample.paths), "flash": list(flash_sample.paths),
                    "full_events": len(full_sample.events), "full_events_matched": len(full),
@@ -694,7 +737,7 @@ def run_validation(
                    "flash_model_draws": n_draws},
         "objects": {}, "not_simulated": {}, "not_in_full": {},
     }
-    has_match = all("genJetIdx" in s.fields["Jet"] for s in (full_sample, flash_sample))
+    has_match = jets_gen_matched(full_sample, flash_sample)
     views_full, views_flash = object_views(full, has_match), object_views(flash, has_match)
     views = [v for v in views_full if v in views_flash]
     draw_events = draw_views = None
@@ -715,9 +758,7 @@ def run_validation(
     for view in views:
         bar.set_postfix_str(view)
         collection = view.split("_")[0]
-        known = schema.collections[collection].branches
-        both = [f for f in known if f in full_sample.fields[collection]
-                and f in flash_sample.fields[collection]]
+        both = shared_fields(collection, full_sample, flash_sample)
         result["not_simulated"][collection] = sorted(
             set(full_sample.fields[collection]) - set(flash_sample.fields[collection]))
         result["not_in_full"][collection] = sorted(
