@@ -3,6 +3,7 @@ and its one-line errors."""
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 from pathlib import Path
@@ -93,3 +94,5 @@ def test_architecture_strings(study):
         "transforms": 8, "hidden_features": [256, 256], "bins": 16, "passes": None}
     text = "transforms=5,hidden=96x96,bins=8,passes=2"
     assert study.architecture_label(study.parse_architecture(text)) == text
+    examples = doctest.testmod(study)
+    assert examples.attempted > 0 and examples.failed == 0

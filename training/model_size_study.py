@@ -179,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
     """Train, simulate and measure every grid point of ``args`` (see the module docstring);
     return the study as written to ``args.out / "study.json"``."""
+    from flashsim.models.flows import DEFAULT_FLOW
     from flashsim.models.training import load_config
     from flashsim.objects import MODEL_SPECS, OBJECTS
     from flashsim.objects.common import read_training_chunk
@@ -201,7 +202,9 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     spec = MODEL_SPECS[args.flow]
     module = OBJECTS[spec.object]
     base = load_config(args.config, args.flow)
-    grid = [{**base.architecture, **point} for point in grid] or [dict(base.architecture)]
+    # every key spelt out, so that labels and directory names say the whole architecture
+    base_architecture = {**DEFAULT_FLOW, **base.architecture}
+    grid = [{**base_architecture, **point} for point in grid] or [base_architecture]
 
     chunk, provenance = read_training_chunk(list(args.data), module.TRAINING_NAMES)
     heldout_chunk, _ = read_training_chunk([args.heldout], module.TRAINING_NAMES)
