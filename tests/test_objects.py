@@ -245,7 +245,8 @@ def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     loaded = load_models(models)
     sampled = {name: {c.spec.name for c in loaded[name].target.columns}
                for name in ("muon_flow", "electron_flow", "met_flow")}
-    assert not {"looseId", "tightCharge", "ip3d", "sip3d"} & sampled["muon_flow"]
+    assert not {"looseId", "tightCharge", "ip3d", "sip3d", "jetRelIso"} & sampled["muon_flow"]
+    assert "jet_iso_ratio" in sampled["muon_flow"]
     assert not {"ip3d", "sip3d"} & sampled["electron_flow"]
     assert {"ip3d_error_ratio"} <= sampled["muon_flow"] & sampled["electron_flow"]
     assert "significance" not in sampled["met_flow"]
@@ -275,3 +276,17 @@ def test_sip3d_round_trips_through_its_error_ratio(chunk, collection):
     ratio = ak.to_numpy(ak.flatten(ip3d_error_ratio(leptons)))
     assert len(ratio) > 10 and 0.3 < np.median(ratio) < 0.9
     np.testing.assert_allclose(significance_3d(fields, ratio), fields["sip3d"], rtol=1e-5)
+
+
+def test_muon_jet_isolation_round_trips_through_its_ratio_to_the_cone(chunk):
+    """The muon flow's target (1 + jetRelIso) / (1 + pfRelIso04_all) and the sampled
+    isolation give back NanoAOD's jetRelIso of every GEN-matched real CMS muon."""
+    from flashsim.objects import muon
+    from flashsim.objects.lepton import training_pairs
+
+    target = muon.training_tables(chunk)["muon_flow"].target
+    _, matched, _, _ = training_pairs(chunk, muon.gen_muons(chunk), chunk["Muon"])
+    expected = ak.to_numpy(ak.flatten(matched.jetRelIso)).astype(np.float64)
+    rebuilt = target["jet_iso_ratio"] * (1 + target["pfRelIso04_all"]) - 1
+    assert len(expected) > 5 and np.ptp(target["jet_iso_ratio"]) > 0.05
+    np.testing.assert_allclose(np.sort(rebuilt), np.sort(expected), rtol=1e-5, atol=1e-6)

@@ -35,7 +35,15 @@ parameters and their errors. For a muon in no
 jet (``jetIdx == -1``, known once :mod:`flashsim.objects.crossref` has linked the jets),
 ``jetRelIso`` is ``pfRelIso04_all`` and ``jetPtRelv2`` is 0, as NanoAOD defines them
 (:func:`jetless_isolation`; ``nano_dy.root`` and 300 reference-detector ttbar events: every
-such muon, to float precision); with a jet both stay sampled.
+such muon, to float precision); with a jet both stay sampled. ``jetRelIso``
+(:math:`1/\text{ptRatio} - 1`, the jet's other momentum relative to the muon's) is sampled
+as :math:`(1 + \text{jetRelIso}) / (1 + \text{pfRelIso04\_all})`: the jet's other
+constituents are mostly the isolation cone's (correlation of :math:`\log(1+x)` 0.89 in
+reference-detector ggH), so sampled on its own the pair came out loosely tied and gave flash
+away (with pT and isolation, a classifier AUC of 0.72 against 0.53 without ``jetRelIso``,
+``jetPtRelv2``; shipped v1 models on 20k ggH events). It is not derived from the linked flash
+jet: that jet's response is sampled apart from the muon's, and their small difference would
+carry both resolutions (AUC 0.68).
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Muon", "genWeight", "run", "lu
 _CONTINUOUS = {
     "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
     "miniPFRelIso_all": "log", "miniPFRelIso_chg": "log", "tkRelIso": "log",
-    "jetRelIso": "symlog", "jetPtRelv2": "symlog", "segmentComp": "none", "softMva": "none",
+    "jetPtRelv2": "symlog", "segmentComp": "none", "softMva": "none",
     "mvaLowPt": "none", "mvaTTH": "none", "tunepRelPt": "log",
 }
 #: Working-point bits that NanoAOD computes from other branches (pfIsoId, mvaId, …) are
@@ -96,6 +104,7 @@ TARGETS = (
     ColumnSpec("charge_flip", "discrete", values=(-1.0, 1.0)),
     ColumnSpec("ptErr_rel", transform="log"),
     ColumnSpec("ip3d_error_ratio", transform="log"),
+    ColumnSpec("jet_iso_ratio", transform="log"),
     *(ColumnSpec(name, transform=t) for name, t in _CONTINUOUS.items()),
     *(discrete("Muon", name) for name in _DISCRETE),
 )
@@ -147,6 +156,8 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
         targets["ptErr_rel"] = reco.ptErr / reco.pt
     if {"ip3d", "sip3d", "dxyErr", "dzErr"} <= available:
         targets["ip3d_error_ratio"] = ip3d_error_ratio(reco)
+    if {"jetRelIso", "pfRelIso04_all"} <= available:
+        targets["jet_iso_ratio"] = (1 + reco.jetRelIso) / (1 + reco.pfRelIso04_all)
     targets.update({name: reco[name] for name in (*_CONTINUOUS, *_DISCRETE) if name in available})
     flow = row_table(chunk, {c.name: g[c.name] for c in CONTEXT}, targets, reco.pt,
                      {"delta": momentum_delta(reco, g)})
@@ -168,6 +179,8 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     fields.update(exact_columns(fields))  # replaces the values older artifacts sample
     if "ip3d_error_ratio" in fields:
         fields["sip3d"] = significance_3d(fields, fields.pop("ip3d_error_ratio"))
+    if "jet_iso_ratio" in fields:
+        fields["jetRelIso"] = fields.pop("jet_iso_ratio") * (1 + fields["pfRelIso04_all"]) - 1
     fields.update(derived_ids(fields))  # replaces the sampled bits of older artifacts
     fields["genPartIdx"] = flat(mu.index)
     fields["genPartFlav"] = flat(gen_flavour(mu))
