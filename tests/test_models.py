@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flashsim.errors import FlashSimError
-from flashsim.models.artifact import PRETRAINED, load_model, save_model, write_manifest
+from flashsim.models.artifact import load_model, save_model, write_manifest
 from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.training import TrainConfig, train_model, validation_mask
@@ -305,5 +305,3 @@ def test_constant_target_is_returned_not_sampled(tmp_path):
     np.testing.assert_array_equal(out["flag"], np.ones(50))
     assert np.unique(out["a"]).size == 50
     assert onnx_parity(loaded, ort.InferenceSession(export_model(loaded))) < 1e-4
-    # the shipped artifacts, trained before constants were stored, have none
-    assert load_model(PRETRAINED, "muon_flow").constants == {}

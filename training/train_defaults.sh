@@ -15,25 +15,16 @@
 #    train on their own samples, Drell-Yan -> ee and ttbar (seeds 104-105), the first samples
 #    with electrons, and the jet models on all five (jets that hold a prompt electron).
 #
-# How the shipped set was made: everything on 2 CPU cores (about 65 minutes for the
-# models, 15 for the samples) except jet_flow and met_flow, trained with these settings on
-# a lent H200 GPU in 336 s and 60 s (`training/train_defaults.sh cuda` does the same for
-# every model). On CPU alone jet_flow at batch 4096 takes about 3 hours. The GPU run could
-# not import the NanoAOD schema, so jet_flow's jetId/puId value grids were fitted on the
-# observed range; its metadata records the repair ("allowed") that restores the schema's
-# values, and a rerun of this script needs no repair. The shipped muon_flow predates the
-# derived muon working points (flashsim/nanoaod/muon_working_points.py): it still samples
-# pfIsoId, miniIsoId, tkIsoId, mvaId, softMvaId and mediumPromptId, which simulation then
-# recomputes from the sampled values. A retrain with the current code (same settings, 37
-# min) passed 6% fewer flash events through the benchmark's two-tight-isolated-muon cut
-# than the full simulation, against 2% for the shipped one, so the shipped one stays.
-# The samples and models above this line are of reference detector v1 (samples named without
-# a detector version); the retrain on detector v3 is issue 14's. The electron models were
-# added later, trained with this script's electron step on v3 samples on one CPU core (14
-# min; `flashsim train electron --data training/samples/dy_ee_12000_seed104_refdet3.root
-# --data training/samples/ttbar_6000_seed105_refdet3.root --config
-# training/configs/default.yaml`, commit recorded in each artifact), the other models
-# untouched.
+# How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
+# epochs, time and device): every model except jet_flow and jet_efficiency with this script's
+# commands and settings, on reference-detector v3 samples, on the 2-core development machine,
+# one core per group (electron models 14 min, muon 32 min, MET and PV ..., fake jets ...).
+# jet_flow and jet_efficiency are still the detector-v1 ones: jet_flow was trained with these
+# settings on a lent H200 GPU in 336 s, and on CPU alone it takes about 3 hours, so its v3
+# retrain waits for a session with a GPU (`training/train_defaults.sh cuda` then retrains the
+# whole set). That GPU run could not import the NanoAOD schema, so jet_flow's jetId/puId value
+# grids were fitted on the observed range; its metadata records the repair ("allowed") that
+# restores the schema's values, and a rerun of this script needs no repair.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
 # The unfolding models (flashsim/pretrained/unfold/) have their own recipe,
