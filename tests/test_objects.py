@@ -289,3 +289,16 @@ def test_muon_jet_isolation_round_trips_through_its_ratio_to_the_cone(chunk):
     rebuilt = target["jet_iso_ratio"] * (1 + target["pfRelIso04_all"]) - 1
     assert len(expected) > 5 and np.ptp(target["jet_iso_ratio"]) > 0.05
     np.testing.assert_allclose(np.sort(rebuilt), np.sort(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_electron_mva_scores_at_the_training_clip_come_back_as_one():
+    """An MVA output of exactly -1 or 1 (a third of NanoAOD electrons in ttbar) survives the
+    atanh of training and the tanh of simulation; scores inside keep their value."""
+    from flashsim.objects.electron import _RAW_CLIP, mva_score
+
+    scores = np.array([-1.0, -0.99999, -0.3, 0.0, 0.7, 0.9999, 1.0], np.float32)
+    raw = np.arctanh(np.clip(scores, -_RAW_CLIP, _RAW_CLIP))  # as training_tables does
+    back = mva_score(raw)
+    np.testing.assert_array_equal(back[[0, -1]], [-1.0, 1.0])
+    np.testing.assert_allclose(back[1:-1], scores[1:-1], rtol=1e-6)
+    assert np.all(np.abs(back[1:-1]) < 1)
