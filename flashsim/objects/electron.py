@@ -233,7 +233,7 @@ def mva_score(raw: np.ndarray) -> np.ndarray:
 
 
 def _fields(out: dict) -> dict:
-    """Sampled targets -> Electron branches (energy error, MVA scores, pdgId, ip3d)."""
+    """Sampled targets -> Electron branches (energy error, MVA scores, pdgId, ip3d, sip3d)."""
     fields = dict(out)
     if "dxy" in fields and "dz" in fields:
         fields["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
