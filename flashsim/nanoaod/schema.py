@@ -18,6 +18,7 @@ from flashsim.errors import FlashSimError
 from flashsim.nanoaod.precision import FULL_PRECISION
 
 __all__ = [
+    "FLASH_ONLY_FIELDS",
     "KINDS",
     "BranchSpec",
     "CollectionSpec",

@@ -100,14 +100,10 @@ def impact_parameter_3d(dxy: np.ndarray, dz: np.ndarray, eta: np.ndarray) -> np.
     r"""``ip3d`` = :math:`\sqrt{d_{xy}^2 + (d_z \sin\theta)^2}`, :math:`\sin\theta = 1/\cosh\eta`:
     the 3D impact parameter from the transverse and longitudinal ones. Not sampled: CMS
     NanoAOD follows it to its float precision (``nano_dy.root``: largest relative
-    difference 6e-4 for muons, 1.1e-3 for electrons), the reference detector exactly."""
-    return np.hypot(dxy, np.asarray(dz) / np.cosh(eta))
-
-
-def _track_ip3d_error(dxy_err, dz_err, eta):
-    r""":math:`\sigma_{trk} = \sqrt{\sigma_{xy}^2 + (\sigma_z \sin\theta)^2}`, the 3D
-    impact-parameter error of the track alone."""
-    return np.hypot(dxy_err, dz_err / np.cosh(eta))
+    difference 6e-4 for muons, 1.1e-3 for electrons), the reference detector exactly. The
+    same projection of ``dxyErr`` and ``dzErr`` is the track's own 3D error
+    :math:`\sigma_{trk}` (:func:`ip3d_error_ratio`). Numpy or awkward arrays."""
+    return np.hypot(dxy, dz / np.cosh(eta))
 
 
 def ip3d_error_ratio(lepton: ak.Array) -> ak.Array:
@@ -121,7 +117,7 @@ def ip3d_error_ratio(lepton: ak.Array) -> ak.Array:
     for muons, 0.70 for electrons in ``nano_dy.root``); the reference detector divides by
     :math:`\sigma_{trk}` (:math:`r = 1` to float precision). Where ``sip3d`` is 0 (no
     impact parameter) :math:`r` = 1."""
-    sigma = _track_ip3d_error(lepton["dxyErr"], lepton["dzErr"], lepton["eta"])
+    sigma = impact_parameter_3d(lepton["dxyErr"], lepton["dzErr"], lepton["eta"])
     ip3d, sip3d = lepton["ip3d"], lepton["sip3d"]
     with np.errstate(divide="ignore", invalid="ignore"):
         return ak.where((sip3d > 0) & (ip3d > 0) & (sigma > 0), ip3d / (sip3d * sigma), 1.0)
@@ -131,8 +127,8 @@ def significance_3d(fields: dict[str, np.ndarray], ratio: np.ndarray) -> np.ndar
     r"""``sip3d`` = ``ip3d`` / (:math:`r\,\sigma_{trk}`) from the sampled ``dxyErr``,
     ``dzErr``, :math:`\eta` in ``fields`` and the sampled :math:`r` = ``ratio``
     (:func:`ip3d_error_ratio`)."""
-    sigma = np.asarray(ratio) * _track_ip3d_error(np.asarray(fields["dxyErr"]),
-                                                  np.asarray(fields["dzErr"]), fields["eta"])
+    sigma = np.asarray(ratio) * impact_parameter_3d(np.asarray(fields["dxyErr"]),
+                                                    np.asarray(fields["dzErr"]), fields["eta"])
     return np.divide(fields["ip3d"], sigma, out=np.zeros(len(sigma)), where=sigma > 0)
 
 
