@@ -21,7 +21,13 @@ from flashsim.nanoaod import (
     read_runs,
     write_nanoaod,
 )
-from flashsim.nanoaod.precision import FULL_PRECISION, mantissa_bits_used, reduce_mantissa
+from flashsim.nanoaod.precision import (
+    FULL_PRECISION,
+    dequantize,
+    mantissa_bits_used,
+    reduce_mantissa,
+    rounding_cell,
+)
 
 # 4 events; event 2 has no Muon/Jet/GenPart, event 1 no GenJet/Jet. Indices use -1 = no match.
 GENPART = {
@@ -423,6 +429,42 @@ def test_reduce_mantissa_rounds_as_cmssw():
     assert mantissa_bits_used(rounded) == 8 and mantissa_bits_used(np.array([1.0, 0.5])) == 0
     with pytest.raises(ValueError, match="1..23"):
         reduce_mantissa(values, 0)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 6, 10, 14])
+def test_rounding_cell_is_exactly_what_rounds_to_each_value(bits):
+    """Just inside either end of the cell rounds to the value, just outside does not, at every
+    mantissa of a binade (the top two, which truncate, and the power of two included); a
+    negative value's cell is the mirror of its magnitude's."""
+    kept = np.arange(1 << bits, dtype=np.uint32) << np.uint32(FULL_PRECISION - bits)
+    stored = (np.uint32(0x3F800000) | kept).view(np.float32)
+    low, high = (end.astype(np.float32) for end in rounding_cell(stored, bits))
+    below, top = np.float32(0), np.float32(np.inf)
+    np.testing.assert_array_equal(reduce_mantissa(low, bits), stored)
+    np.testing.assert_array_equal(reduce_mantissa(np.nextafter(high, below), bits), stored)
+    assert not np.any(reduce_mantissa(np.nextafter(low, below), bits) == stored)
+    assert not np.any(reduce_mantissa(high, bits) == stored)
+    assert np.all(np.nextafter(low, top) <= np.nextafter(high, below))
+    mirror_low, mirror_high = rounding_cell(-stored, bits)
+    np.testing.assert_array_equal(mirror_low, -rounding_cell(stored, bits)[1])
+    np.testing.assert_array_equal(mirror_high, -rounding_cell(stored, bits)[0])
+
+
+@pytest.mark.parametrize("bits", [1, 6, 10, 14])
+def test_dequantize_draws_uniformly_in_the_cell_and_rounds_back(bits):
+    rng = np.random.default_rng(7)
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40]  # kept: no cell to fill
+    stored = reduce_mantissa(np.r_[rng.normal(0, 3, 50_000), special].astype(np.float32), bits)
+    drawn = dequantize(stored, bits, np.random.default_rng(1))
+    np.testing.assert_array_equal(reduce_mantissa(drawn, bits), stored)  # NaN == NaN here
+    np.testing.assert_array_equal(drawn[-len(special):], stored[-len(special):])
+    low, high = rounding_cell(stored[:-len(special)], bits)
+    position = (drawn[:-len(special)] - low) / (high - low)
+    assert abs(position.mean() - 0.5) < 0.01 and abs(position.var() - 1 / 12) < 0.005
+    assert len(np.unique(drawn)) > 0.99 * len(drawn)
+    again = dequantize(stored, bits, np.random.default_rng(1))
+    np.testing.assert_array_equal(drawn, again)
+    np.testing.assert_array_equal(dequantize(stored, FULL_PRECISION, rng), stored)
 
 
 def test_every_float_branch_is_written_at_nanoaod_precision(tmp_path):

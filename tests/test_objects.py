@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from flashsim.errors import FlashSimError
+from flashsim.nanoaod.precision import reduce_mantissa
+from flashsim.nanoaod.reader import read_chunk
+from flashsim.nanoaod.schema import load_schema
 from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, simulate_reco
-from flashsim.objects.common import read_training_chunk
+from flashsim.objects.common import dequantize_reco, read_training_chunk
 
 torch.set_num_threads(1)
 
@@ -34,6 +37,34 @@ def _paired(chunk, collection: str, pdg_id: int):
     good = ((idx >= 0) & (abs(target.pdgId) == pdg_id) & (target.status == 1) & (target.pt > 3)
             & (abs(target.eta) < 2.5))
     return reco, target, good
+
+
+def test_training_reco_floats_are_dequantised_and_round_back(reference_nano, chunk):
+    """RECO floats leave NanoAOD's grid but round back to the stored values; GEN columns,
+    zeros and point masses (the b-tag default of -1 CMS writes outside the tracker) stay."""
+    names = ["Muon", "Jet", "MET", "GenPart", "GenJet"]
+    stored = read_chunk(reference_nano, names)
+    schema = load_schema()
+    moved = 0
+    for name in ("Muon", "Jet", "MET"):
+        for field in stored[name].fields:
+            bits = schema.collections[name].branches[field].precision
+            if bits is None or bits == 23:
+                continue
+            raw = np.asarray(ak.flatten(stored[name][field], axis=None), np.float32)
+            drawn = np.asarray(ak.flatten(chunk[name][field], axis=None), np.float32)
+            np.testing.assert_array_equal(reduce_mantissa(drawn, bits), raw, err_msg=field)
+            assert np.all(drawn[raw == 0] == 0), field
+            moved += np.count_nonzero(drawn != raw)
+    assert moved > 1000
+    btag = np.asarray(ak.flatten(chunk["Jet"].btagDeepC))
+    raw_btag = np.asarray(ak.flatten(stored["Jet"].btagDeepC))
+    assert np.any(raw_btag == -1) and np.array_equal(btag == -1, raw_btag == -1)
+    for name in ("GenPart", "GenJet"):
+        assert ak.to_list(chunk[name].pt) == ak.to_list(stored[name].pt)
+    again, other = dequantize_reco(stored, seed=1), dequantize_reco(stored, seed=2)
+    assert ak.to_list(again["Muon"].dxyErr) == ak.to_list(chunk["Muon"].dxyErr)
+    assert ak.to_list(other["Muon"].dxyErr) != ak.to_list(chunk["Muon"].dxyErr)
 
 
 def test_muon_pairs_respect_genpartidx(chunk):

@@ -21,6 +21,7 @@ from flashsim.models.transforms import ColumnSpec
 
 __all__ = [
     "allowed_values",
+    "dequantize_reco",
     "discrete",
     "event_keys",
     "event_weights",
@@ -121,9 +122,66 @@ def event_keys(chunk: dict) -> np.ndarray:
     return key
 
 
+POINT_MASS_FRACTION = 0.01
+POINT_MASS_CONTRAST = 5.0
+
+
+def _point_masses(values: np.ndarray, bits: int) -> np.ndarray:
+    """The stored values of one branch that are atoms of its distribution, not grid points:
+    each carries at least ``POINT_MASS_FRACTION`` of the values and a density (count over
+    rounding-cell width) at least ``POINT_MASS_CONTRAST`` times that of both neighbouring stored
+    values (a default of -1, a score saturated at 1; a tooth of the rounding comb has neighbours
+    as dense as itself)."""
+    from flashsim.nanoaod.precision import rounding_cell
+
+    stored, counts = np.unique(values[np.isfinite(values)], return_counts=True)
+    low, high = rounding_cell(stored, bits)
+    density = counts / np.maximum(high - low, np.finfo(np.float32).tiny)
+    neighbour = np.maximum(np.r_[0.0, density[:-1]], np.r_[density[1:], 0.0])
+    atom = (counts >= POINT_MASS_FRACTION * len(values)) & (density >= POINT_MASS_CONTRAST * neighbour)
+    return stored[atom]
+
+
+def dequantize_reco(chunk: dict, seed: int) -> dict:
+    """``chunk`` with every rounded float branch of a RECO collection (``Muon``, ``Jet``,
+    ``MET``, …; not ``Gen*``, which condition the models as the simulation sees them) replaced
+    by a uniform draw from its NanoAOD rounding cell (:func:`flashsim.nanoaod.precision.dequantize`).
+
+    A flow fitted to values on a grid spends its capacity on the comb; dequantised, it learns
+    the density that the writer's rounding turns back into the grid. Exact zeros and each
+    branch's point masses (:func:`_point_masses`) stay exact: they are physics (a default, a
+    saturated score), and the preprocessing's spikes model them. The noise of each branch is
+    its own stream of ``seed``."""
+    from flashsim.nanoaod.precision import FULL_PRECISION, dequantize
+    from flashsim.nanoaod.reader import GEN_COLLECTIONS
+    from flashsim.nanoaod.schema import load_schema
+    from flashsim.seeds import seeded_rng
+
+    schema = load_schema()
+    out = dict(chunk)
+    for name, value in chunk.items():
+        collection = schema.collections.get(name)
+        if collection is None or name in GEN_COLLECTIONS or name.startswith("Gen"):
+            continue
+        fields = {}
+        for field in value.fields:
+            bits = collection.branches[field].precision if field in collection.branches else None
+            column = value[field]
+            if bits is None or bits == FULL_PRECISION:
+                fields[field] = column
+                continue
+            stored = np.asarray(ak.flatten(column, axis=None), dtype=np.float32)
+            drawn = dequantize(stored, bits, seeded_rng(seed, "dequantize", f"{name}_{field}"))
+            drawn = np.where(np.isin(stored, _point_masses(stored, bits)), stored, drawn)
+            fields[field] = ak.unflatten(drawn, ak.num(column)) if collection.jagged else drawn
+        out[name] = ak.zip(fields, depth_limit=2 if collection.jagged else 1)
+    return out
+
+
 def read_training_chunk(paths: list[str | Path], names: list[str],
-                        max_events: int | None = None) -> tuple[dict, dict]:
-    """Read ``names`` from NANOAODSIM ``paths`` into one chunk; also return provenance.
+                        max_events: int | None = None, *, seed: int = 1) -> tuple[dict, dict]:
+    """Read ``names`` from NANOAODSIM ``paths`` into one chunk, its RECO floats dequantised
+    (:func:`dequantize_reco` with ``seed``); also return provenance.
 
     Stops after ``max_events`` events in total.
     """
@@ -143,7 +201,7 @@ def read_training_chunk(paths: list[str | Path], names: list[str],
         raise FlashSimError("no training files given: pass NANOAODSIM files with --data")
     merged = {k: (ak.concatenate([c[k] for c in chunks]) if isinstance(chunks[0][k], ak.Array)
                   else np.concatenate([np.asarray(c[k]) for c in chunks])) for k in chunks[0]}
-    return merged, {"files": files, "events": int(len(merged["event"]))}
+    return dequantize_reco(merged, seed), {"files": files, "events": int(len(merged["event"]))}
 
 
 def sample_counted(multiplicity, flow, columns: dict[str, np.ndarray],

@@ -1,7 +1,8 @@
 """``flashsim train``: train the models of the simulated objects on NANOAODSIM files.
 
-Reads the branches the chosen objects need (:func:`~flashsim.objects.common.read_training_chunk`),
-lets every object module cut its (GEN, RECO) training rows out of them (``training_tables``), and
+Reads the branches the chosen objects need (:func:`~flashsim.objects.common.read_training_chunk`,
+which dequantises the RECO floats from NanoAOD's rounding grid with the configuration's
+``seed``), lets every object module cut its (GEN, RECO) training rows out of them (``training_tables``), and
 fits each model with :func:`flashsim.models.training.train_model` (loss, split, schedule and
 checkpoints are documented there).
 """
@@ -40,7 +41,8 @@ def train_object(obj: str, data: list[str | Path], out_dir: str | Path, *,
         raise FlashSimError(f"--model {', '.join(wrong)} is not a model of {obj}; "
                             f"choose from {', '.join(available)}")
     branches = sorted({b for n in names for b in OBJECTS[n].TRAINING_NAMES})
-    chunk, provenance = read_training_chunk(list(data), branches, max_events)
+    seed = load_config(config_path, "", **overrides).seed
+    chunk, provenance = read_training_chunk(list(data), branches, max_events, seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {}
