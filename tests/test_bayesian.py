@@ -14,7 +14,8 @@ from scipy.stats import norm
 
 from flashsim.cli import main
 from flashsim.models.artifact import load_model, write_manifest
-from flashsim.models.bayesian import kl_divergence
+from flashsim.models.bayesian import bayesian_layers, kl_divergence, solve_widths
+from flashsim.models.flows import build_flow
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.training import TrainConfig, load_config, train_model
 from flashsim.models.transforms import ColumnSpec
@@ -115,6 +116,65 @@ def test_elbo_is_recorded_and_kl_is_scaled_by_the_training_rows(quick_bayes):
     assert kl > 0
     # validation loss of the best epoch = mean-weights NLL + KL / N_train (validated on train)
     assert model.meta["metrics"]["validation_loss"] == pytest.approx(nll + kl / 500, rel=1e-3)
+
+
+def test_the_width_phases_are_recorded(quick_bayes):
+    _, model = quick_bayes
+    widths = model.meta["training"]["bayesian"]
+    assert widths["fisher_rows"] == 500
+    assert widths["width_passes"] == 8 and len(widths["solved_median_log_var"]) == 8
+    assert widths["elbo_epochs"] == 3
+    history = model.meta["training"]["history"]
+    assert [h.get("phase") for h in history] == [None, None, "elbo", "elbo", "elbo"]
+    # the recorded summary is the artifact's widths, far from their narrow start at -9
+    log_var = np.concatenate([t.detach().numpy().ravel() for layer in
+                              bayesian_layers(model.module) for t in
+                              (layer.weight_log_var[layer.mask.bool()], layer.bias_log_var)])
+    assert widths["median_log_var"] == pytest.approx(np.median(log_var), abs=1e-3)
+    assert widths["median_log_var"] > -7 and widths["log_var_95"] <= 1e-6
+
+
+def _per_row_losses(flow, c, y, w, batch=16):
+    return ((-flow(c[s:s + batch]).log_prob(y[s:s + batch]), w[s:s + batch])
+            for s in range(0, len(c), batch))
+
+
+def test_solved_widths_are_the_fisher_precision_of_the_rows():
+    torch.manual_seed(0)
+    prior_sigma, n_train = 0.5, 1000
+    flow = build_flow(2, 2, {"transforms": 2, "bins": 4, "hidden_features": [8], "passes": 2,
+                             "bayesian": True, "prior_sigma": prior_sigma}).eval()
+    c, y, w = torch.randn(60, 2), torch.randn(60, 2), torch.rand(60) + 0.5
+    c[:, 1] = 0.0  # a context input that no row switches on
+    stats = solve_widths(flow, _per_row_losses(flow, c, y, w), n_train)
+    assert stats["rows"] == 60
+    # independently: one backward pass per row, at the mean weights
+    layers = bayesian_layers(flow)
+    means = [p for layer in layers for p in (layer.weight_mean, layer.bias_mean)]
+    fisher = [torch.zeros_like(p) for p in means]
+    for i in range(len(c)):
+        grads = torch.autograd.grad(-flow(c[i:i + 1]).log_prob(y[i:i + 1]).sum(), means)
+        for total, grad in zip(fisher, grads, strict=True):
+            total += w[i] * grad ** 2
+    log_vars = [p for layer in layers for p in (layer.weight_log_var, layer.bias_log_var)]
+    masks = [m for layer in layers for m in (layer.mask.bool(), torch.ones_like(layer.bias_mean,
+                                                                                dtype=bool))]
+    for total, log_var, mask in zip(fisher, log_vars, masks, strict=True):
+        expected = -torch.log(n_train * total / w.sum() + prior_sigma ** -2)
+        np.testing.assert_allclose(log_var.detach()[mask], expected[mask], atol=1e-4)
+    # the hypernetwork's input is (y, c): column 3, c[:, 1], carries no information
+    first = layers[0]
+    np.testing.assert_allclose(first.weight_log_var.detach()[:, 3], np.log(prior_sigma ** 2),
+                               atol=1e-6)
+    informative = first.weight_log_var.detach()[:, 2][first.mask[:, 2].bool()]
+    assert float(informative.median()) < np.log(prior_sigma ** 2) - 1
+    # a step of 1/2 goes half way, in log sigma^2, from the current widths to the solution
+    solved = [t.detach().clone() for t in log_vars]
+    for t in log_vars:
+        t.data.fill_(-9.0)
+    solve_widths(flow, _per_row_losses(flow, c, y, w), n_train, step=0.5)
+    for t, full in zip(log_vars, solved, strict=True):
+        np.testing.assert_allclose(t.detach(), 0.5 * (-9.0) + 0.5 * full, atol=1e-4)
 
 
 def test_bayesian_key_comes_from_the_config_file(tmp_path):

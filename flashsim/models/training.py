@@ -8,7 +8,10 @@ sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i
   with the dequantisation/spike noise of :mod:`flashsim.models.transforms` redrawn
   every epoch; a Bayesian flow (``bayesian: true``) adds
   :math:`\mathrm{KL}(q_\phi \| p) / N_\text{train}` to every batch's loss, the negative
-  ELBO per training row of :mod:`flashsim.models.bayesian` (validated with the mean weights);
+  ELBO per training row of :mod:`flashsim.models.bayesian` (validated with the mean weights),
+  and is trained in three phases: the means (widths frozen narrow, early stopping as usual),
+  a solve of the widths from the Fisher information, a short ELBO fine-tune of both;
+  ``training.bayesian`` in the artifact records them;
 * classifier: binary cross-entropy on the logit;
 * multiplicity: categorical cross-entropy.
 
@@ -50,7 +53,14 @@ from flashsim.models.artifact import (
     save_model,
     training_samples,
 )
-from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, is_bayesian, kl_divergence
+from flashsim.models.bayesian import (
+    DEFAULT_PRIOR_SIGMA,
+    bayesian_layers,
+    is_bayesian,
+    kl_divergence,
+    solve_widths,
+    width_summary,
+)
 from flashsim.models.flows import DEFAULT_CINN, DEFAULT_FLOW
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
@@ -68,10 +78,15 @@ _DEFAULT_ARCH = {
 
 @dataclass
 class TrainConfig:
-    """Training settings of one model (YAML: ``defaults`` + ``models.NAME`` overrides).
+    r"""Training settings of one model (YAML: ``defaults`` + ``models.NAME`` overrides).
 
     ``bayesian``: a flow gets Gaussian weights and is trained on the ELBO
     (:mod:`flashsim.models.bayesian`); classifiers and the multiplicity model ignore it.
+    After ``epochs`` of the means, a Bayesian flow's widths are solved in ``width_passes``
+    passes over the training rows (each a step ``width_step`` towards the Fisher solution, in
+    :math:`\log\sigma^2`), then means and widths are fine-tuned on the ELBO for
+    ``elbo_epochs`` epochs at learning rate ``elbo_lr`` (the module docstring of
+    :mod:`flashsim.models.bayesian` says why and cites the method).
     """
 
     epochs: int = 50
@@ -84,6 +99,10 @@ class TrainConfig:
     seed: int = 1
     device: str = "cpu"
     bayesian: bool = False
+    width_passes: int = 8
+    width_step: float = 0.5
+    elbo_epochs: int = 3
+    elbo_lr: float = 1e-3
     architecture: dict[str, Any] = field(default_factory=dict)
 
 
@@ -199,6 +218,9 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")
     module = build_module(meta).to(device)
     kl_scale = 1.0 / int(train.sum()) if is_bayesian(module) else 0.0
+    for layer in bayesian_layers(module):  # the mean phase fits the means; widths come after
+        layer.weight_log_var.requires_grad_(False)
+        layer.bias_log_var.requires_grad_(False)
 
     def tensors(mask: np.ndarray, noise_rng: np.random.Generator):
         c = torch.from_numpy(context.forward(rows(table.context, mask)))
@@ -241,26 +263,11 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     bar = tqdm(range(state["epoch"], config.epochs), desc=spec.name, unit="epoch",
                disable=not progress, leave=False)
     for epoch in bar:
-        module.train()
-        c, y, w = tensors(train, rng)
-        order = torch.randperm(len(c), device=device)
-        total, norm = 0.0, 0.0
-        for start in range(0, len(c), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            loss = _loss(module, kind, c[batch], y[batch], w[batch], kl_scale)
-            if not torch.isfinite(loss):
-                raise FlashSimError(f"{spec.name}: training loss became {loss.item()} at epoch "
-                                    f"{epoch}; lower --lr or check the input files")
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
-            optimizer.step()
-            total += loss.item() * float(w[batch].sum())
-            norm += float(w[batch].sum())
+        train_loss = _train_epoch(module, kind, optimizer, tensors(train, rng), config.batch_size,
+                                  kl_scale, f"{spec.name}: training loss", epoch)
         module.eval()
         with torch.no_grad():
             val_loss = float(_loss(module, kind, *val_data, kl_scale))
-        train_loss = total / norm if norm else float("nan")
         if config.schedule == "plateau":
             scheduler.step(val_loss)
         else:
@@ -286,6 +293,13 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
 
     if state["best_state"] is not None:
         module.load_state_dict(state["best_state"])
+    widths = None
+    if kl_scale:
+        widths = _fit_widths(module, config, tensors(train, rng), val_data, int(train.sum()),
+                             spec.name, state)
+        module.eval()
+        with torch.no_grad():
+            state["best"] = float(_loss(module, kind, *val_data, kl_scale))
     module.cpu().eval()
     pileup = table.context.get("pileup")
     meta["training"] = {
@@ -299,6 +313,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         "seconds": round(seconds_before + time.perf_counter() - started, 1),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "history": state["history"],
+        **({"bayesian": widths} if widths else {}),
         "pileup_nTrueInt": None if pileup is None else {
             "mean": float(np.mean(pileup)), "min": float(np.min(pileup)),
             "max": float(np.max(pileup))},
@@ -312,6 +327,65 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     _plot(state["history"], out_dir / f"{spec.name}_loss.png", spec.name)
     checkpoint.unlink(missing_ok=True)
     return model
+
+
+def _train_epoch(module: torch.nn.Module, kind: str, optimizer: torch.optim.Optimizer,
+                 data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_size: int,
+                 kl_scale: float, what: str, epoch: int) -> float:
+    """One pass over ``data`` in shuffled batches; returns the weighted mean training loss."""
+    module.train()
+    c, y, w = data
+    order = torch.randperm(len(c), device=c.device)
+    total, norm = 0.0, 0.0
+    for start in range(0, len(c), batch_size):
+        batch = order[start:start + batch_size]
+        loss = _loss(module, kind, c[batch], y[batch], w[batch], kl_scale)
+        if not torch.isfinite(loss):
+            raise FlashSimError(f"{what} became {loss.item()} at epoch {epoch}; lower --lr or "
+                                "check the input files")
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+        optimizer.step()
+        total += loss.item() * float(w[batch].sum())
+        norm += float(w[batch].sum())
+    return total / norm if norm else float("nan")
+
+
+def _fit_widths(module: torch.nn.Module, config: TrainConfig,
+                data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                val_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], n_train: int,
+                name: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The width phases of a Bayesian flow after its mean phase (module docstring):
+    ``width_passes`` Fisher solves of the widths, then ``elbo_epochs`` epochs of the ELBO
+    with means and widths free; returns what was done, for the artifact."""
+    c, y, w = data
+    module.train()
+    solves = []
+    for _ in range(config.width_passes):
+        solves.append(solve_widths(
+            module, ((-module.log_prob(y[s:s + config.batch_size], c[s:s + config.batch_size]),
+                      w[s:s + config.batch_size]) for s in range(0, len(c), config.batch_size)),
+            n_train, config.width_step))
+    for layer in bayesian_layers(module):
+        layer.weight_log_var.requires_grad_(True)
+        layer.bias_log_var.requires_grad_(True)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=config.elbo_lr,
+                                  weight_decay=config.weight_decay)
+    first = len(state["history"])
+    for epoch in range(first, first + config.elbo_epochs):
+        loss = _train_epoch(module, "flow", optimizer, data, config.batch_size, 1.0 / n_train,
+                            f"{name}: ELBO fine-tune loss", epoch)
+        module.eval()
+        with torch.no_grad():
+            val_loss = float(_loss(module, "flow", *val_data, 1.0 / n_train))
+        state["history"].append({"epoch": epoch, "train": loss, "val": val_loss,
+                                 "phase": "elbo"})
+    return {"fisher_rows": solves[0]["rows"] if solves else 0,
+            "width_passes": config.width_passes,
+            "solved_median_log_var": [round(s["median_log_var"], 3) for s in solves],
+            "elbo_epochs": config.elbo_epochs, "elbo_lr": config.elbo_lr,
+            **width_summary(module)}
 
 
 def _loss_name(kind: str, bayesian: bool) -> str:
