@@ -122,7 +122,7 @@ def test_the_width_phases_are_recorded(quick_bayes):
     _, model = quick_bayes
     widths = model.meta["training"]["bayesian"]
     assert widths["fisher_rows"] == 500
-    assert widths["width_passes"] == 8 and len(widths["solved_median_log_var"]) == 8
+    assert widths["width_passes"] == 12 and len(widths["solved_median_log_var"]) == 12
     assert widths["elbo_epochs"] == 3
     history = model.meta["training"]["history"]
     assert [h.get("phase") for h in history] == [None, None, "elbo", "elbo", "elbo"]
@@ -146,8 +146,9 @@ def test_solved_widths_are_the_fisher_precision_of_the_rows():
                              "bayesian": True, "prior_sigma": prior_sigma}).eval()
     c, y, w = torch.randn(60, 2), torch.randn(60, 2), torch.rand(60) + 0.5
     c[:, 1] = 0.0  # a context input that no row switches on
-    stats = solve_widths(flow, _per_row_losses(flow, c, y, w), n_train)
-    assert stats["rows"] == 60
+    passes = solve_widths(flow, lambda: _per_row_losses(flow, c, y, w), n_train, passes=1,
+                          step=1.0)
+    assert len(passes) == 1 and passes[0]["rows"] == 60
     # independently: one backward pass per row, at the mean weights
     layers = bayesian_layers(flow)
     means = [p for layer in layers for p in (layer.weight_mean, layer.bias_mean)]
@@ -172,9 +173,13 @@ def test_solved_widths_are_the_fisher_precision_of_the_rows():
     solved = [t.detach().clone() for t in log_vars]
     for t in log_vars:
         t.data.fill_(-9.0)
-    solve_widths(flow, _per_row_losses(flow, c, y, w), n_train, step=0.5)
+    solve_widths(flow, lambda: _per_row_losses(flow, c, y, w), n_train, passes=1, step=0.5)
     for t, full in zip(log_vars, solved, strict=True):
         np.testing.assert_allclose(t.detach(), 0.5 * (-9.0) + 0.5 * full, atol=1e-4)
+    # at the means the solution does not depend on the widths: more passes approach it
+    solve_widths(flow, lambda: _per_row_losses(flow, c, y, w), n_train, passes=20, step=0.5)
+    for t, full in zip(log_vars, solved, strict=True):
+        np.testing.assert_allclose(t.detach(), full, atol=1e-4)
 
 
 def test_bayesian_key_comes_from_the_config_file(tmp_path):

@@ -99,7 +99,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "cpu"
     bayesian: bool = False
-    width_passes: int = 8
+    width_passes: int = 12
     width_step: float = 0.5
     elbo_epochs: int = 3
     elbo_lr: float = 1e-3
@@ -361,12 +361,11 @@ def _fit_widths(module: torch.nn.Module, config: TrainConfig,
     with means and widths free; returns what was done, for the artifact."""
     c, y, w = data
     module.train()
-    solves = []
-    for _ in range(config.width_passes):
-        solves.append(solve_widths(
-            module, ((-module.log_prob(y[s:s + config.batch_size], c[s:s + config.batch_size]),
-                      w[s:s + config.batch_size]) for s in range(0, len(c), config.batch_size)),
-            n_train, config.width_step))
+    size = config.batch_size
+    solves = solve_widths(
+        module, lambda: ((-module.log_prob(y[s:s + size], c[s:s + size]), w[s:s + size])
+                         for s in range(0, len(c), size)),
+        n_train, config.width_passes, config.width_step)
     for layer in bayesian_layers(module):
         layer.weight_log_var.requires_grad_(True)
         layer.bias_log_var.requires_grad_(True)
