@@ -182,6 +182,32 @@ def test_solved_widths_are_the_fisher_precision_of_the_rows():
         np.testing.assert_allclose(t.detach(), full, atol=1e-4)
 
 
+def _regression_widths(n: int, epochs: int, out) -> dict:
+    """Width summary of a one-target Bayesian flow of ``a = 2c + 0.3 N(0, 1)`` on ``n`` rows."""
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=n)
+    table = TrainingTable({"c": c}, {"a": 2 * c + 0.3 * rng.normal(size=n)}, np.ones(n),
+                          np.arange(n, dtype=np.uint64))
+    spec = ModelSpec("toy_regression", "toy", "flow", (ColumnSpec("c"),), (ColumnSpec("a"),))
+    config = TrainConfig(epochs=epochs, batch_size=256, lr=2e-3, val_fraction=0.0,
+                         patience=1000, bayesian=True,
+                         architecture={"transforms": 2, "hidden_features": [32, 32]})
+    return train_model(spec, table, out, config, progress=False).meta["training"]["bayesian"]
+
+
+@pytest.mark.slow  # three trainings, ~25 s
+def test_widths_settle_with_training_length_and_shrink_with_the_rows(tmp_path):
+    short, long = _regression_widths(2000, 20, tmp_path), _regression_widths(2000, 40, tmp_path)
+    for key in ("median_log_var", "log_var_5", "log_var_95"):
+        assert abs(short[key] - long[key]) < 0.3, (key, short, long)
+    # far from both the narrow start (-9) and the prior (0): the data set the widths
+    assert -7 < short["median_log_var"] < -2
+    # ten times the rows, as many optimizer steps as the long run: narrower
+    more = _regression_widths(20_000, 4, tmp_path)
+    assert more["median_log_var"] < long["median_log_var"] - 0.4
+    assert more["log_var_5"] < long["log_var_5"] - 0.8
+
+
 def test_bayesian_key_comes_from_the_config_file(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("defaults: {epochs: 3}\nmodels:\n  muon_flow: {bayesian: true}\n")
