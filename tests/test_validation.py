@@ -376,3 +376,151 @@ def test_significance_bootstrap_is_paired_over_gen_events():
     assert boot["err_full"] > 0.01
     assert boot["err_flash"] == pytest.approx(boot["err_full"])
     assert boot["err_difference"] == pytest.approx(0.0, abs=1e-12)
+
+
+# --- DCTR weights (flashsim simulate --weights) in flashsim validate -------------------------
+
+WEIGHT_EVENTS = 3000
+FULL_PT, FLASH_PT, PT_SIGMA = 50.0, 56.0, 10.0  # GeV: flash muons 0.6 σ too hard
+
+
+def _write_muon_sample(path: Path, pt: np.ndarray, weight: np.ndarray | None = None) -> None:
+    """One muon (and one jet) per event, events 1..N; ``weight``: the DCTR weight of each muon,
+    written as ``Muon_flashsimWeight`` and as the event's ``flashsimWeight``."""
+    from flashsim.nanoaod.writer import write_nanoaod
+
+    n = len(pt)
+    rng = np.random.default_rng(7)  # η, φ and the jets: the same in every sample
+    muon = {"pt": pt, "eta": rng.uniform(-2.4, 2.4, n), "phi": rng.uniform(-np.pi, np.pi, n)}
+    if weight is not None:
+        muon["flashsimWeight"] = weight
+    chunk = {"run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
+             "event": np.arange(1, n + 1, dtype=np.uint64), "genWeight": np.ones(n, np.float32),
+             "Muon": ak.unflatten(ak.zip(muon), 1),
+             "Jet": ak.unflatten(ak.zip({"pt": rng.uniform(20, 80, n),
+                                         "eta": rng.uniform(-4, 4, n)}), 1)}
+    if weight is not None:
+        chunk["flashsimWeight"] = weight
+    write_nanoaod(path, chunk)
+
+
+@pytest.fixture(scope="module")
+def weighted_samples(tmp_path_factory):
+    """Full muons with pT ~ N(50, 10) GeV, flash muons ~ N(56, 10) GeV, and the analytic DCTR
+    weight p_full/p_flash of every flash muon; files ``full``, ``flash`` (unweighted),
+    ``weighted`` (the same flash muons with their weights) and ``constant`` (weights all 1)."""
+    from scipy import stats
+
+    out = tmp_path_factory.mktemp("weights")
+    rng = np.random.default_rng(11)
+    full_pt = rng.normal(FULL_PT, PT_SIGMA, WEIGHT_EVENTS)
+    flash_pt = rng.normal(FLASH_PT, PT_SIGMA, WEIGHT_EVENTS)
+    weight = (stats.norm.pdf(flash_pt, FULL_PT, PT_SIGMA)
+              / stats.norm.pdf(flash_pt, FLASH_PT, PT_SIGMA))
+    paths = {name: out / f"{name}.root" for name in ("full", "flash", "weighted", "constant")}
+    _write_muon_sample(paths["full"], full_pt)
+    _write_muon_sample(paths["flash"], flash_pt)
+    _write_muon_sample(paths["weighted"], flash_pt, weight)
+    _write_muon_sample(paths["constant"], flash_pt, np.ones(WEIGHT_EVENTS))
+    return paths, weight
+
+
+def _muon_test(paths: dict, flash: str) -> dict:
+    from flashsim.validation.compare import compare_view, load_sample
+
+    return compare_view("Muon", load_sample([paths["full"]], "full"),
+                        load_sample([paths[flash]], "flash"))["classifier"]
+
+
+def test_weighted_auc_of_exact_weights_is_one_half(weighted_samples):
+    paths, _ = weighted_samples
+    unweighted, weighted = _muon_test(paths, "flash"), _muon_test(paths, "weighted")
+    assert unweighted["weighted"] is False
+    # a 0.6 σ shift: AUC Φ(0.6/√2) = 0.66 for the ideal classifier
+    assert unweighted["auc"] > 0.6 and unweighted["auc"] - 0.5 > 10 * unweighted["auc_sigma"]
+    # the weights p_full/p_flash make the flash muons full-simulation muons
+    assert weighted["weighted"] is True
+    assert abs(weighted["auc"] - 0.5) < max(3 * weighted["auc_sigma"], 0.03), weighted
+    # copies of a row are not independent rows: the null spread counts distinct rows
+    assert weighted["auc_null_sigma"] > unweighted["auc_null_sigma"]
+    assert weighted["attribution"]["auc_all"] < unweighted["attribution"]["auc_all"] - 0.08
+
+
+def test_weighted_validation_reports_the_effective_sample_size(weighted_samples, tmp_path):
+    from flashsim.validation import run_validation
+
+    paths, weight = weighted_samples
+    result = run_validation([paths["full"]], [paths["weighted"]], tmp_path / "report",
+                            plots_mode="none")
+    stored = weight.astype(np.float32).astype(np.float64)  # the file keeps float32
+    expected = stored.sum() ** 2 / (len(stored) * np.sum(stored**2))
+    muon = result["objects"]["Muon"]["classifier"]
+    assert muon["ess_fraction"] == pytest.approx(expected, rel=1e-12)
+    # a Gaussian shift by δ = 0.6 σ: ESS/N = 1 / E_flash[w²] = exp(−δ²/σ²) = 0.70
+    assert muon["ess_fraction"] == pytest.approx(np.exp(-0.36), rel=0.05)
+    events = result["events"]["classifier"]  # the event weight: one muon per event
+    assert events["weighted"] is True and events["ess_fraction"] == pytest.approx(expected)
+    assert abs(events["auc"] - 0.5) < max(3 * events["auc_sigma"], 0.03), events
+    # the weight is no RECO branch: never compared, never listed as missing from full
+    assert "flashsimWeight" not in result["objects"]["Muon"]["branches"]
+    assert "flashsimWeight" not in muon["features"]
+    assert result["not_in_full"]["Muon"] == []
+    stored_json = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert stored_json["objects"]["Muon"]["classifier"]["weighted"] is True
+    assert stored_json["objects"]["Jet"]["classifier"]["weighted"] is False  # no jet weights
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    muon_row = next(line for line in summary.splitlines() if line.startswith("| Muon |"))
+    assert f"weighted, ESS {expected:.2f}" in muon_row
+    assert "unweighted flash sample" in summary
+
+
+def test_effective_sample_size_of_known_weights():
+    assert metrics.effective_sample_size(np.ones(5)) == 1.0
+    assert metrics.effective_sample_size([1.0, 0.0, 0.0, 0.0]) == 0.25
+    assert metrics.effective_sample_size([2.0, 1.0]) == pytest.approx(9 / 10)
+
+
+def test_importance_resample_follows_the_weights():
+    rng = np.random.default_rng(3)
+    rows = metrics.importance_resample(np.array([0.0, 1.0, 3.0]), 40_000, rng)
+    assert np.bincount(rows, minlength=3)[0] == 0
+    assert np.mean(rows == 2) == pytest.approx(0.75, abs=0.01)
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.importance_resample(np.array([1.0, -1.0]), 2, rng)
+
+
+@pytest.mark.parametrize("bad", [-0.5, np.nan])
+def test_validate_rejects_bad_weights(weighted_samples, tmp_path, bad):
+    paths, weight = weighted_samples
+    broken = weight.copy()
+    broken[10] = bad
+    _write_muon_sample(tmp_path / "bad.root", np.full(WEIGHT_EVENTS, FLASH_PT), broken)
+    from flashsim.validation import run_validation
+
+    with pytest.raises(FlashSimError, match=r"1 values of Muon_flashsimWeight are negative or "
+                       r"not finite.*flashsim simulate --weights"):
+        run_validation([paths["full"]], [tmp_path / "bad.root"], tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_constant_weights_give_the_unweighted_metrics(weighted_samples):
+    paths, _ = weighted_samples
+    unweighted, constant = _muon_test(paths, "flash"), _muon_test(paths, "constant")
+    assert (unweighted["weighted"], constant["weighted"]) == (False, True)
+    assert constant["ess_fraction"] == 1.0 and np.isnan(unweighted["ess_fraction"])
+    # equal weights: the weighted sample is the sample, bit for bit
+    drop = ("weighted", "ess_fraction")
+    assert ({k: v for k, v in constant.items() if k not in drop}
+            == {k: v for k, v in unweighted.items() if k not in drop})
+    # and the unweighted path is the test of the bare matrices, as before weights existed
+    from flashsim.validation.compare import load_sample, object_views, paired_events
+
+    full, flash, _, _ = paired_events(load_sample([paths["full"]], "full"),
+                                      load_sample([paths["flash"]], "flash"))
+    views = [object_views(events, False)["Muon"] for events in (full, flash)]
+    matrices = [np.column_stack([ak.to_numpy(v[f]).astype(np.float64)
+                                 for f in unweighted["features"]]) for v in views]
+    bare = metrics.classifier_two_sample_test(
+        *matrices, groups_full=ak.to_numpy(views[0]._group),
+        groups_flash=ak.to_numpy(views[1]._group))
+    assert bare["aucs"] == unweighted["aucs"] and bare["auc_sigma"] == unweighted["auc_sigma"]

@@ -76,6 +76,7 @@ from flashsim.models.flows import FlowSampler, build_flow
 from flashsim.models.training import validation_mask
 from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
+from flashsim.validation.metrics import effective_sample_size
 
 __all__ = ["DEFAULT_REFINER", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights", "effective_sample_size",
            "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner", "refine_model", "save_refiner",
@@ -220,12 +221,6 @@ def fit_refiner(latent: np.ndarray, context: np.ndarray, weight: np.ndarray, tra
     generator = torch.Generator().manual_seed(config.seed)
     summary = _fit(refiner, _weighted_nll, rows(train), rows(stop), config, generator)
     return refiner, summary
-
-
-def effective_sample_size(weight: np.ndarray) -> float:
-    r"""Kish's effective sample size per row, :math:`(\sum w)^2 / (n \sum w^2)` (1: unweighted)."""
-    weight = np.asarray(weight, dtype=np.float64)
-    return float(weight.sum() ** 2 / (len(weight) * np.sum(weight**2))) if len(weight) else 0.0
 
 
 def weighted_held_out_auc(full: np.ndarray, flash: np.ndarray, halves: np.ndarray,

@@ -7,7 +7,11 @@ flash event with its full-simulation twin by ``(run, luminosityBlock, event)``
 replicas enter the distributions). Flash files of Bayesian models with several weight draws
 (``flashsimModelDraw``) are compared through draw 0, and every continuous or integer branch
 gets the model band of all draws and its coverage of the full simulation
-(:func:`flashsim.validation.metrics.model_band`). The ``compare_*`` functions compute one
+(:func:`flashsim.validation.metrics.model_band`). Flash files with DCTR weights (``flashsim
+simulate --weights``) have the classifier test of each view measure the *weighted* flash
+sample: objects by their ``<Collection>_flashsimWeight``, MET and whole events by the event's
+``flashsimWeight`` (the MET is computed from every object of the event); the branch
+distances and figures stay those of the unweighted sample. The ``compare_*`` functions compute one
 section of the validation each and return ``(metrics, figures)`` where figures
 are drawn by :mod:`flashsim.validation.plots`; :func:`run_validation` (the
 ``flashsim validate`` command) runs them all and writes the report, and :func:`compare_view`
@@ -29,7 +33,7 @@ import numpy as np
 import uproot
 
 from flashsim.errors import FlashSimError
-from flashsim.nanoaod.schema import load_schema
+from flashsim.nanoaod.schema import FLASH_ONLY_FIELDS, load_schema, reco_branches
 from flashsim.validation import metrics, plots
 
 __all__ = [
@@ -71,6 +75,7 @@ GEN_CONTEXT = {
     "MET": ("GenMET", None, ("pt", "phi")),
 }
 _CONTEXT_PREFIX = "_gen_"
+_WEIGHT = "flashsimWeight"  # the DCTR weight branch: per object and per event
 _DISCRETE = ("integer", "boolean", "bitflags", "index", "categorical")
 _PU_JET_PT = 15.0  # GeV; reco threshold below which jets are not compared as pileup jets
 _MUON_PT_EDGES = np.array([5, 10, 15, 20, 30, 40, 50, 70, 100, 150, 300], dtype=float)
@@ -82,8 +87,9 @@ _JET_PT_EDGES = np.array([15, 20, 30, 40, 50, 70, 100, 150, 250, 500, 1000], dty
 class Sample:
     """Events read for validation: ``events`` holds the collections Muon, Electron, Jet, MET,
     GenPart, GenJet, GenMET (records; Electron without fields when the files have none) and the flat fields run, luminosityBlock,
-    event, genWeight, replica, draw (``flashsimModelDraw``), nTrueInt; ``fields`` lists the RECO fields per
-    collection present in the files."""
+    event, genWeight, replica, draw (``flashsimModelDraw``), nTrueInt, and ``flashsimWeight`` (the
+    DCTR event weight) when the files have it; ``fields`` lists the RECO fields per collection
+    present in the files (with ``flashsimWeight`` where the files carry object weights)."""
 
     events: ak.Array
     fields: dict[str, tuple[str, ...]]
@@ -113,10 +119,26 @@ def _collection(arrays: dict, prefix: str, jagged: bool) -> ak.Array:
     return ak.zip(fields, depth_limit=None if jagged else 1)
 
 
+def _check_weights(arrays: dict, path: Path, role: str) -> None:
+    """Raise :class:`FlashSimError` if a DCTR weight branch of one file holds a negative or
+    non-finite value: weights are density ratios :math:`p_\\text{full}/p_\\text{flash} \\ge 0`
+    and the weighted classifier test draws rows with probability proportional to them."""
+    for name in (b for b in arrays if b == _WEIGHT or b.endswith("_" + _WEIGHT)):
+        values = np.asarray(ak.flatten(arrays[name], axis=None), dtype=np.float64)
+        bad = ~(np.isfinite(values) & (values >= 0))
+        if bad.any():
+            raise FlashSimError(
+                f"{role} file {path}: {np.count_nonzero(bad)} values of {name} are negative or "
+                f"not finite (first: {values[bad][0]}); DCTR weights are density ratios >= 0: "
+                "write the file again with `flashsim simulate --weights`, or pass a file "
+                f"without {_WEIGHT} branches for an unweighted validation")
+
+
 def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
     """Read the validation columns of NanoAOD ``paths``; ``role`` ('full' or 'flash') names the
     option in error messages. Raises :class:`FlashSimError` for missing/unreadable files,
-    files without event ids, and files whose RECO fields differ from each other."""
+    files without event ids, files whose RECO or weight branches differ from each other and
+    DCTR weights (``flashsimWeight`` branches) that are negative or not finite."""
     if not paths:
         raise FlashSimError(f"no --{role} files given: pass one or more NanoAOD files")
     parts, fields, names_seen = [], None, None
@@ -128,11 +150,15 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             raise FlashSimError(f"{role} file {path} lacks the event-id branches {sorted(missing)}; "
                                 "pass NanoAOD files with run, luminosityBlock and event")
         reco = sorted(k for k in keys if k.split("_", 1)[0] in OBJECTS and "_" in k)
-        if names_seen is not None and reco != names_seen:
-            raise FlashSimError(f"{role} file {path} has different RECO branches than {paths[0]}; "
-                                "pass files produced by the same flashsim/CMSSW configuration")
-        names_seen = reco
-        arrays = tree.arrays([*reco, *(b for b in _GEN_BRANCHES if b in keys)], how=dict)
+        event_weight = [_WEIGHT] if _WEIGHT in keys else []
+        if names_seen is not None and [*reco, *event_weight] != names_seen:
+            raise FlashSimError(f"{role} file {path} has different RECO or {_WEIGHT} branches "
+                                f"than {paths[0]}; pass files produced by the same "
+                                "flashsim/CMSSW configuration")
+        names_seen = [*reco, *event_weight]
+        arrays = tree.arrays([*reco, *event_weight, *(b for b in _GEN_BRANCHES if b in keys)],
+                             how=dict)
+        _check_weights(arrays, path, role)
         n = tree.num_entries
         record = {
             "run": arrays["run"], "luminosityBlock": arrays["luminosityBlock"],
@@ -149,6 +175,8 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             "GenJet": _collection(arrays, "GenJet", True),
             "GenMET": _collection(arrays, "GenMET", False),
         }
+        if event_weight:
+            record[_WEIGHT] = arrays[_WEIGHT]
         parts.append(ak.zip(record, depth_limit=1))
         fields = {obj: tuple(k.split("_", 1)[1] for k in reco if k.startswith(obj + "_"))
                   for obj in OBJECTS}
@@ -217,9 +245,10 @@ def jets_gen_matched(full_sample: Sample, flash_sample: Sample) -> bool:
 
 
 def shared_fields(collection: str, full_sample: Sample, flash_sample: Sample) -> list[str]:
-    """The schema's branches of ``collection`` that both samples have, in schema order:
-    the branches a view of that collection compares."""
-    known = load_schema().collections[collection].branches
+    """The schema's RECO branches of ``collection`` that both samples have, in schema order:
+    the branches a view of that collection compares (never flashsim's own, such as the DCTR
+    weight ``flashsimWeight``: :data:`~flashsim.nanoaod.schema.FLASH_ONLY_FIELDS`)."""
+    known = reco_branches(collection)
     return [f for f in known if f in full_sample.fields[collection]
             and f in flash_sample.fields[collection]]
 
@@ -266,10 +295,15 @@ def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
     matched and unmatched jets (by ``Jet_genJetIdx``; all jets if the files lack it) and MET
     (one per event). Every object carries ``_group``, the ``source`` (GEN event) of its
     event, for the classifier split, and the views of :data:`GEN_CONTEXT` carry the GEN
-    partner's features as ``_gen_<field>`` (the context of the conditional classifier)."""
+    partner's features as ``_gen_<field>`` (the context of the conditional classifier). Where
+    the files have DCTR weights, every object carries ``_weight``, the weight of its view's
+    classifier test: its own ``flashsimWeight``; for MET, the event's."""
     def tagged(objects: ak.Array) -> ak.Array:
-        return ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
-                             "_group")
+        objects = ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
+                                "_group")
+        if _WEIGHT in objects.fields:
+            objects = ak.with_field(objects, objects[_WEIGHT], "_weight")
+        return objects
 
     muons, jets = tagged(events.Muon), tagged(events.Jet)
     views = {"Muon": muons}
@@ -284,6 +318,8 @@ def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
                               if name in GEN_CONTEXT else objects)
              for name, objects in views.items()}
     met = ak.with_field(events.MET, events.source, "_group")
+    if _WEIGHT in events.fields:
+        met = ak.with_field(met, events[_WEIGHT], "_weight")
     views["MET"] = _with_gen_context("MET", met, events) if "pt" in met.fields else met
     return views
 
@@ -383,13 +419,14 @@ def _classifier_tests(full: ak.Array, flash: ak.Array, features: Sequence[str],
                       seed: int) -> dict:
     """Classifier two-sample test of the RECO ``features`` beside the GEN context columns
     (``_gen_*``, conditional test; none for views without a GEN partner), split by GEN event
-    (``_group``), and :func:`~flashsim.validation.metrics.branch_attribution` of the
+    (``_group``), of the flash sample weighted by ``_weight`` where it has one, and :func:`~flashsim.validation.metrics.branch_attribution` of the
     features, ranked: ``attribution`` = {``alone``, ``dropped``: ``[[branch, AUC], ...]``
     largest first, ``auc_all``, ``auc_context``, ...}."""
     context = [f for f in full.fields if f.startswith(_CONTEXT_PREFIX)]
     context_full, context_flash = _matrix(full, context), _matrix(flash, context)
     x_full, x_flash = _matrix(full, features), _matrix(flash, features)
-    groups = {"groups_full": _column(full, "_group"), "groups_flash": _column(flash, "_group")}
+    groups = {"groups_full": _column(full, "_group"), "groups_flash": _column(flash, "_group"),
+              "weights_flash": _column(flash, "_weight") if "_weight" in flash.fields else None}
     test = metrics.classifier_two_sample_test(np.hstack([x_full, context_full]),
                                               np.hstack([x_flash, context_flash]),
                                               seed=seed, **groups)
@@ -619,6 +656,8 @@ def compare_events(full: ak.Array, flash: ak.Array, full_twin: ak.Array, flash0:
     electrons = all("pt" in events.Electron.fields for events in (full, flash))
     tables = [ak.zip({"_group": ak.to_numpy(events.source),
                       **_event_features(events, electrons)}) for events in (full, flash)]
+    if _WEIGHT in flash.fields:  # the DCTR event weight: the test of the weighted flash events
+        tables[1] = ak.with_field(tables[1], flash[_WEIGHT], "_weight")
     names = [f for f in tables[0].fields if f != "_group" and f in tables[1].fields]
     out = {"classifier": _classifier_tests(*tables, names, seed)}
     n_mu_full, n_mu_flash = ak.to_numpy(ak.num(full_twin.Muon)), ak.to_numpy(ak.num(flash0.Muon))
@@ -762,7 +801,8 @@ def run_validation(
         result["not_simulated"][collection] = sorted(
             set(full_sample.fields[collection]) - set(flash_sample.fields[collection]))
         result["not_in_full"][collection] = sorted(
-            set(flash_sample.fields[collection]) - set(full_sample.fields[collection]))
+            set(flash_sample.fields[collection]) - set(full_sample.fields[collection])
+            - FLASH_ONLY_FIELDS)
         result["objects"][view] = compare_branches(
             view, views_full[view], views_flash[view], both, figdir, plot_fields=plot_fields,
             seed=seed, flash_draws=None if draw_views is None else [v[view] for v in draw_views])

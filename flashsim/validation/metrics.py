@@ -15,6 +15,9 @@ that it serves muons, jets, MET and whole events alike:
 - :func:`classifier_two_sample_test` — a gradient-boosted classifier trained to
   tell full from flash; its ROC AUC on held-out data is 0.5 when the two samples
   are indistinguishable (Lopez-Paz & Oquab 2017, arXiv:1610.06545);
+  with ``weights_flash`` (DCTR weights of ``flashsim simulate --weights``) it tests the
+  *weighted* flash sample, importance-resampled (:func:`importance_resample`);
+- :func:`effective_sample_size` — Kish's :math:`(\\sum w)^2 / (n \\sum w^2)` of weights;
 - :func:`branch_attribution` — which branches carry that AUC: each branch's AUC alone
   next to the GEN context, and the AUC lost when the classifier is retrained without it;
 - :func:`roc_points` and :func:`wp_efficiencies` — tagging ROC curves and the
@@ -42,7 +45,9 @@ __all__ = [
     "branch_attribution",
     "classifier_two_sample_test",
     "correlation_difference",
+    "effective_sample_size",
     "frequency_table",
+    "importance_resample",
     "ks_statistic",
     "model_band",
     "normalised_wasserstein",
@@ -195,6 +200,28 @@ ATTRIBUTION_MAX_PER_CLASS = 5_000
 ATTRIBUTION_MAX_ITER = 50
 
 
+def effective_sample_size(weight: np.ndarray) -> float:
+    r"""Kish's effective sample size per row, :math:`(\sum w)^2 / (n \sum w^2)` (1: unweighted;
+    the fraction of the rows an unweighted sample of the same statistical power would have)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    return float(weight.sum() ** 2 / (len(weight) * np.sum(weight**2))) if len(weight) else 0.0
+
+
+def importance_resample(weight: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    r"""Row indices of an unweighted sample of ``size`` rows that follows the weighted sample:
+    rows drawn with replacement with probability :math:`w_i / \sum_j w_j` (sampling-importance
+    resampling, Rubin 1988). Equal weights need no drawing: the rows are taken as they are
+    (a random permutation, as without weights). Weights must be finite and non-negative."""
+    weight = np.asarray(weight, dtype=np.float64)
+    if not np.all(np.isfinite(weight) & (weight >= 0)):
+        raise ValueError("importance weights must be finite and non-negative")
+    if weight.size == 0 or weight.sum() == 0:
+        return np.empty(0, dtype=np.int64)
+    if np.all(weight == weight[0]):
+        return rng.permutation(len(weight))[:size]
+    return rng.choice(len(weight), size=size, replace=True, p=weight / weight.sum())
+
+
 def _labelled_rows(
     full: np.ndarray,
     flash: np.ndarray,
@@ -202,11 +229,15 @@ def _labelled_rows(
     groups_flash: np.ndarray | None,
     max_per_class: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    weights_flash: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Subsample both classes to the same number of rows, at most ``max_per_class``, and stack
-    them: ``(x, y, groups, n_full, n_flash)`` with ``y`` = 1 for flash and ``groups``
-    renumbered ``0..G-1`` (each row its own group when no groups are given). Equal classes
-    need no sample weights, which slow sklearn's histogram boosting about tenfold."""
+    them: ``(x, y, groups, flash_rows, n_full, n_flash)`` with ``y`` = 1 for flash, ``groups``
+    renumbered ``0..G-1`` (each row its own group when no groups are given) and ``flash_rows``
+    the row of ``flash`` behind each flash row of ``x``. Equal classes need no sample weights,
+    which slow sklearn's histogram boosting about tenfold; for the same reason the weighted
+    flash sample (``weights_flash``) enters as an :func:`importance_resample` of the rows, each
+    copy keeping its row's group, so that copies never straddle the split."""
     full = np.asarray(full, dtype=np.float64)
     flash = np.asarray(flash, dtype=np.float64)
     if groups_full is None or groups_flash is None:
@@ -214,13 +245,23 @@ def _labelled_rows(
         groups_flash = np.arange(len(full), len(full) + len(flash))
     size = min(max_per_class, len(full), len(flash))
     keep_full = rng.permutation(len(full))[:size]
-    keep_flash = rng.permutation(len(flash))[:size]
+    keep_flash = (rng.permutation(len(flash))[:size] if weights_flash is None
+                  else importance_resample(weights_flash, size, rng))
     x = np.concatenate([full[keep_full], flash[keep_flash]])
     y = np.concatenate([np.zeros(keep_full.size, np.int8), np.ones(keep_flash.size, np.int8)])
     groups = np.unique(np.concatenate([np.asarray(groups_full)[keep_full],
                                        np.asarray(groups_flash)[keep_flash]]),
                        return_inverse=True)[1].ravel()
-    return x, y, groups, int(keep_full.size), int(keep_flash.size)
+    return x, y, groups, keep_flash, int(keep_full.size), int(keep_flash.size)
+
+
+def _distinct_count(rows: np.ndarray) -> float:
+    r"""Kish's effective number of rows that are copies of ``rows`` (each distinct row weighted
+    by its multiplicity :math:`k`): :math:`(\sum k)^2 / \sum k^2`. For :math:`n` draws from
+    weights of effective size :math:`n_w` it is about :math:`1/(1/n + 1/n_w)`: the statistical
+    power an importance resample keeps."""
+    copies = np.unique(rows, return_counts=True)[1].astype(np.float64)
+    return float(copies.sum() ** 2 / np.sum(copies**2)) if copies.size else 0.0
 
 
 def _group_split(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
@@ -250,12 +291,22 @@ def _held_out_auc(x: np.ndarray, y: np.ndarray, train: np.ndarray, max_iter: int
     return float(roc_auc_score(y[~train], score))
 
 
+def _test_null_sigma(y: np.ndarray, train: np.ndarray, flash_rows: np.ndarray,
+                     weighted: bool) -> float:
+    """:func:`auc_null_sigma` of the test half (``~train``); flash rows of an importance
+    resample (``weighted``) counted by :func:`_distinct_count` of their source rows."""
+    test_flash = ~train[y == 1]
+    n_flash = _distinct_count(flash_rows[test_flash]) if weighted else int(np.sum(test_flash))
+    return auc_null_sigma(int(np.sum(y[~train] == 0)), n_flash)
+
+
 def classifier_two_sample_test(
     full: np.ndarray,
     flash: np.ndarray,
     *,
     groups_full: np.ndarray | None = None,
     groups_flash: np.ndarray | None = None,
+    weights_flash: np.ndarray | None = None,
     repeats: int = 5,
     max_per_class: int = 20_000,
     seed: int = 0,
@@ -274,12 +325,21 @@ def classifier_two_sample_test(
     spread of the test half and ``auc_sigma`` (the larger of the two). 0.5 means
     indistinguishable; the samples differ significantly if ``auc - 0.5`` exceeds a few
     ``auc_sigma``. :func:`branch_attribution` says which columns carry the AUC.
+
+    ``weights_flash`` (non-negative, e.g. DCTR weights :math:`w \\approx p_\\text{full}/
+    p_\\text{flash}`) makes it a test of the *weighted* flash sample: the flash rows are an
+    :func:`importance_resample` (same number of rows), and the null spread counts the test
+    half's flash rows by :func:`_distinct_count`, since copies of a row add no information.
+    ``weighted`` and ``ess_fraction`` (:func:`effective_sample_size` of all the weights; NaN
+    without weights) say so. Without weights the result is the unweighted test, bit for bit.
     """
     rng = np.random.default_rng(seed)
-    x, y, groups, n_full, n_flash = _labelled_rows(full, flash, groups_full, groups_flash,
-                                                   max_per_class, rng)
+    x, y, groups, flash_rows, n_full, n_flash = _labelled_rows(
+        full, flash, groups_full, groups_flash, max_per_class, rng, weights_flash)
+    weighted = weights_flash is not None
     empty = {"auc": math.nan, "auc_std": math.nan, "aucs": [], "auc_null_sigma": math.nan,
-             "auc_sigma": math.nan, "n_full": n_full, "n_flash": n_flash}
+             "auc_sigma": math.nan, "n_full": n_full, "n_flash": n_flash, "weighted": weighted,
+             "ess_fraction": effective_sample_size(weights_flash) if weighted else math.nan}
     if min(n_full, n_flash) < 10:
         return empty
     aucs, nulls = [], []
@@ -288,7 +348,7 @@ def classifier_two_sample_test(
         if train is None:
             continue
         aucs.append(_held_out_auc(x, y, train, 100, rng))
-        nulls.append(auc_null_sigma(int(np.sum(y[~train] == 0)), int(np.sum(y[~train] == 1))))
+        nulls.append(_test_null_sigma(y, train, flash_rows, weighted))
     if not aucs:
         return empty
     spread = float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan
@@ -305,6 +365,7 @@ def branch_attribution(
     context_flash: np.ndarray | None = None,
     groups_full: np.ndarray | None = None,
     groups_flash: np.ndarray | None = None,
+    weights_flash: np.ndarray | None = None,
     max_per_class: int = ATTRIBUTION_MAX_PER_CLASS,
     max_iter: int = ATTRIBUTION_MAX_ITER,
     seed: int = 0,
@@ -330,15 +391,16 @@ def branch_attribution(
     5 GEN features on a loaded core). Every AUC carries the statistical
     spread ``auc_null_sigma`` of the test half (≈ 0.008 at the defaults); a ``dropped``
     value also carries the difference of two fits' overfitting (a few 0.01 at 2000 rows per
-    class). All NaN when a class has fewer than 10 rows or the split fails.
+    class). All NaN when a class has fewer than 10 rows or the split fails. ``weights_flash``:
+    of the weighted flash sample, as in :func:`classifier_two_sample_test`.
     """
     rng = np.random.default_rng(seed)
     n_branches = np.shape(full)[1]
     if context_full is None or context_flash is None:
         context_full, context_flash = np.empty((len(full), 0)), np.empty((len(flash), 0))
-    x, y, groups, n_full, n_flash = _labelled_rows(
+    x, y, groups, flash_rows, n_full, n_flash = _labelled_rows(
         np.hstack([full, context_full]), np.hstack([flash, context_flash]),
-        groups_full, groups_flash, max_per_class, rng)
+        groups_full, groups_flash, max_per_class, rng, weights_flash)
     nan_list = [math.nan] * n_branches
     out = {"alone": nan_list, "dropped": nan_list, "auc_all": math.nan,
            "auc_context": math.nan, "auc_null_sigma": math.nan, "fits": 0,
@@ -358,8 +420,7 @@ def branch_attribution(
                for j in range(n_branches)]
     return {**out, "alone": alone, "dropped": dropped, "auc_all": everything,
             "auc_context": auc(context) if context else 0.5,
-            "auc_null_sigma": auc_null_sigma(int(np.sum(y[~train] == 0)),
-                                             int(np.sum(y[~train] == 1))),
+            "auc_null_sigma": _test_null_sigma(y, train, flash_rows, weights_flash is not None),
             "fits": 2 * n_branches + 1 + bool(context)}
 
 

@@ -68,6 +68,27 @@ def auc_verdict(test: dict) -> str:
     return "close" if auc < 0.6 else "distinguishable"
 
 
+def _weighting(test: dict) -> str:
+    """' (weighted, ESS 0.70)' after the AUC of the weighted flash sample, else nothing."""
+    return f" (weighted, ESS {_fmt(test.get('ess_fraction'), 2)})" if test.get("weighted") else ""
+
+
+def _weights_lines(result: dict) -> list[str]:
+    """What the weighted AUCs are, when the flash files carry DCTR weights."""
+    tests = [view.get("classifier", {}) for view in result["objects"].values()]
+    if not any(test.get("weighted") for test in [*tests, result["events"]["classifier"]]):
+        return []
+    return ["", "The flash files carry DCTR weights (`flashsim simulate --weights`). An AUC "
+            "marked *weighted* is that of the weighted flash sample against the full one "
+            "(objects weighted by `<Collection>_flashsimWeight`, MET and whole events by the "
+            "event's `flashsimWeight`; the flash rows are drawn with probability proportional "
+            "to their weight, with replacement, as many as before). ESS is the weights' "
+            "effective sample size per row, (Σw)²/(N Σw²): the fraction of the flash "
+            "statistics the weights keep. Everything else in this report (branch figures, "
+            "W1/σ, KS, TVD, correlations, response, efficiency, tagging) is of the "
+            "unweighted flash sample."]
+
+
 def _object_summary(view: dict) -> dict:
     w1 = {f: b["w1_norm"] for f, b in view["branches"].items()
           if b.get("w1_norm") is not None and math.isfinite(b["w1_norm"])}
@@ -131,6 +152,7 @@ def write_validation_report(result: dict, outdir: Path) -> None:
         f"{inputs['full_events']} events have a flash twin). Flash: {', '.join(inputs['flash'])} "
         f"({inputs['flash_events']} events, {inputs['flash_replicas']} replica(s) per GEN event).",
         *_band_lines(result.get("model_band")),
+        *_weights_lines(result),
         "", "## Headline", "",
         "| object | N full | N flash | classifier AUC ± σ | verdict | AUC lost without | median W1/σ "
         "| worst W1/σ | worst discrete TVD | max Δcorr |",
@@ -140,13 +162,15 @@ def write_validation_report(result: dict, outdir: Path) -> None:
         s, clf = view["summary"], view.get("classifier", {})
         lines.append(
             f"| {name} | {view['n_full']} | {view['n_flash']} | {_fmt(clf.get('auc'))} ± "
-            f"{_fmt(clf.get('auc_sigma'))} | {auc_verdict(clf) if clf else 'n/a'} | "
+            f"{_fmt(clf.get('auc_sigma'))}{_weighting(clf)} | "
+            f"{auc_verdict(clf) if clf else 'n/a'} | "
             f"{_attribution(clf)} | {_fmt(s['median_w1_norm'])} | {s['worst_w1'][0]}: {_fmt(s['worst_w1'][1])} | "
             f"{s['worst_tvd'][0]}: {_fmt(s['worst_tvd'][1])} | "
             f"{_fmt(view.get('correlation', {}).get('max_abs_diff'))} |")
     event_clf = result["events"]["classifier"]
     lines += ["", f"Whole events: classifier AUC {_fmt(event_clf['auc'])} ± "
-              f"{_fmt(event_clf['auc_sigma'])} ({auc_verdict(event_clf)}); AUC lost without "
+              f"{_fmt(event_clf['auc_sigma'])}{_weighting(event_clf)} ({auc_verdict(event_clf)}); "
+              "AUC lost without "
               f"{_attribution(event_clf)}.", "",
               "The classifier of a view with a GEN partner (muons, electrons, matched jets, "
               "MET) sees the GEN object's features beside the RECO branches: it tests the RECO "
