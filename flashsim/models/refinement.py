@@ -78,7 +78,7 @@ from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 from flashsim.validation.metrics import effective_sample_size
 
-__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights", "effective_sample_size",
+__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights",
            "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner", "refine_model", "save_refiner",
            "weighted_held_out_auc"]
 

@@ -235,9 +235,11 @@ def _labelled_rows(
     them: ``(x, y, groups, flash_rows, n_full, n_flash)`` with ``y`` = 1 for flash, ``groups``
     renumbered ``0..G-1`` (each row its own group when no groups are given) and ``flash_rows``
     the row of ``flash`` behind each flash row of ``x``. Equal classes need no sample weights,
-    which slow sklearn's histogram boosting about tenfold; for the same reason the weighted
-    flash sample (``weights_flash``) enters as an :func:`importance_resample` of the rows, each
-    copy keeping its row's group, so that copies never straddle the split."""
+    which slow sklearn's histogram boosting about tenfold. The weighted flash sample
+    (``weights_flash``) enters as an :func:`importance_resample` of the rows, each copy keeping
+    its row's group, so that copies never straddle the split and the fit stays the unweighted
+    one (a fit and AUC with DCTR sample weights instead: 1.4 times the CPU time at 20 000 rows
+    per class, the same AUC within its spread)."""
     full = np.asarray(full, dtype=np.float64)
     flash = np.asarray(flash, dtype=np.float64)
     if groups_full is None or groups_flash is None:
