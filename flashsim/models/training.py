@@ -10,8 +10,8 @@ sign, normalised to mean :math:`|w| = 1`), :math:`L = \sum_i w_i \ell_i / \sum_i
   :math:`\mathrm{KL}(q_\phi \| p) / N_\text{train}` to every batch's loss, the negative
   ELBO per training row of :mod:`flashsim.models.bayesian` (validated with the mean weights),
   and is trained in three phases: the means (widths frozen narrow, early stopping as usual),
-  a solve of the widths from the Fisher information, a short ELBO fine-tune of both;
-  ``training.bayesian`` in the artifact records them;
+  a solve of the widths for the ELBO's stationary point, a short ELBO fine-tune of the means
+  under those widths; ``training.bayesian`` in the artifact records them;
 * classifier: binary cross-entropy on the logit;
 * multiplicity: categorical cross-entropy.
 
@@ -83,10 +83,10 @@ class TrainConfig:
     ``bayesian``: a flow gets Gaussian weights and is trained on the ELBO
     (:mod:`flashsim.models.bayesian`); classifiers and the multiplicity model ignore it.
     After ``epochs`` of the means, a Bayesian flow's widths are solved in ``width_passes``
-    passes over the training rows (each a step ``width_step`` towards the Fisher solution, in
-    :math:`\log\sigma^2`), then means and widths are fine-tuned on the ELBO for
-    ``elbo_epochs`` epochs at learning rate ``elbo_lr`` (the module docstring of
-    :mod:`flashsim.models.bayesian` says why and cites the method).
+    passes over the training rows (each a step of at most ``width_step`` towards the ELBO's
+    stationary point, in :math:`\log\sigma^2`), then the means are trained on the ELBO under
+    those widths for ``elbo_epochs`` epochs at learning rate ``elbo_lr`` (the module
+    docstring of :mod:`flashsim.models.bayesian` says why and cites the method).
     """
 
     epochs: int = 50
@@ -218,9 +218,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
         raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")
     module = build_module(meta).to(device)
     kl_scale = 1.0 / int(train.sum()) if is_bayesian(module) else 0.0
-    for layer in bayesian_layers(module):  # the mean phase fits the means; widths come after
-        layer.weight_log_var.requires_grad_(False)
-        layer.bias_log_var.requires_grad_(False)
+    _freeze_widths(module, True)  # the mean phase fits the means; the widths come after
 
     def tensors(mask: np.ndarray, noise_rng: np.random.Generator):
         c = torch.from_numpy(context.forward(rows(table.context, mask)))
@@ -356,35 +354,42 @@ def _fit_widths(module: torch.nn.Module, config: TrainConfig,
                 data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                 val_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], n_train: int,
                 name: str, state: dict[str, Any]) -> dict[str, Any]:
-    """The width phases of a Bayesian flow after its mean phase (module docstring):
-    ``width_passes`` Fisher solves of the widths, then ``elbo_epochs`` epochs of the ELBO
-    with means and widths free; returns what was done, for the artifact."""
+    """The width phases of a Bayesian flow after its mean phase (module docstring of
+    :mod:`flashsim.models.bayesian`): ``width_passes`` passes solving the widths, then
+    ``elbo_epochs`` epochs of the ELBO on the means under those widths; returns what was
+    done, for the artifact."""
     c, y, w = data
-    module.train()
     size = config.batch_size
-    solves = solve_widths(
+    module.train()
+    solved = solve_widths(
         module, lambda: ((-module.log_prob(y[s:s + size], c[s:s + size]), w[s:s + size])
                          for s in range(0, len(c), size)),
         n_train, config.width_passes, config.width_step)
-    for layer in bayesian_layers(module):
-        layer.weight_log_var.requires_grad_(True)
-        layer.bias_log_var.requires_grad_(True)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.elbo_lr,
-                                  weight_decay=config.weight_decay)
+    _freeze_widths(module, True)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad],
+                                  lr=config.elbo_lr, weight_decay=config.weight_decay)
     first = len(state["history"])
     for epoch in range(first, first + config.elbo_epochs):
-        loss = _train_epoch(module, "flow", optimizer, data, config.batch_size, 1.0 / n_train,
+        loss = _train_epoch(module, "flow", optimizer, data, size, 1.0 / n_train,
                             f"{name}: ELBO fine-tune loss", epoch)
         module.eval()
         with torch.no_grad():
             val_loss = float(_loss(module, "flow", *val_data, 1.0 / n_train))
         state["history"].append({"epoch": epoch, "train": loss, "val": val_loss,
                                  "phase": "elbo"})
-    return {"fisher_rows": solves[0]["rows"] if solves else 0,
-            "width_passes": config.width_passes,
-            "solved_median_log_var": [round(s["median_log_var"], 3) for s in solves],
+    _freeze_widths(module, False)
+    return {"solve_rows": solved[0]["rows"] if solved else 0,
+            "width_passes": config.width_passes, "width_step": config.width_step,
+            "solved_median_log_var": [s["median_log_var"] for s in solved],
             "elbo_epochs": config.elbo_epochs, "elbo_lr": config.elbo_lr,
             **width_summary(module)}
+
+
+def _freeze_widths(module: torch.nn.Module, frozen: bool) -> None:
+    """Exclude (or include) the Bayesian widths from the optimizer's gradients."""
+    for layer in bayesian_layers(module):
+        layer.weight_log_var.requires_grad_(not frozen)
+        layer.bias_log_var.requires_grad_(not frozen)
 
 
 def _loss_name(kind: str, bayesian: bool) -> str:
