@@ -18,7 +18,8 @@
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
 # epochs, time and device): every model except jet_flow with this script's commands and
 # settings, on reference-detector v3 samples, on the 2-core development machine, one core per
-# group (electron models 15 min, muon 38 min, MET and PV 17 min, fake jets 28 min,
+# group, at commit 950f330 (RECO floats dequantised; times with both cores busy and a third
+# process beside them: electron models 21 min, muon 64 min, MET and PV 16 min, fake jets 47 min,
 # jet_efficiency 25 s with `flashsim train jet --model jet_efficiency`: the jet step without
 # jet_flow). jet_flow is still the detector-v1 one, trained with these settings on a lent
 # H200 GPU in 336 s; on CPU alone it takes about 3 hours, so its v3 retrain waits for a
