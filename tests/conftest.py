@@ -26,6 +26,17 @@ def reference_branch_names() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def dy_refdet_sample(tmp_path_factory) -> Path:
+    """300 Drell-Yan -> mumu events with the reference detector (GEN + RECO NANOAODSIM),
+    generated once per session (about 20 s)."""
+    from flashsim.production import generate_file
+
+    path = tmp_path_factory.mktemp("dy_refdet") / "dy_mumu_300.root"
+    generate_file("dy_mumu", 300, path, seed=1_800_018, refsim=True, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_models(reference_nano, tmp_path_factory) -> Path:
     """A complete model directory (every model, one epoch, tiny networks), trained once."""
     import torch

@@ -22,22 +22,12 @@ def study():
     return module
 
 
-@pytest.fixture(scope="module")
-def dy_sample(tmp_path_factory) -> Path:
-    """200 reference-detector Drell-Yan events (NANOAODSIM)."""
-    from flashsim.production import generate_file
-
-    path = tmp_path_factory.mktemp("study") / "dy_mumu_200.root"
-    generate_file("dy_mumu", 200, path, seed=5, refsim=True, progress=False)
-    return path
-
-
 @pytest.mark.slow
-def test_study_measures_every_grid_point(study, dy_sample, reference_nano, tmp_path, capsys):
+def test_study_measures_every_grid_point(study, dy_refdet_sample, reference_nano, tmp_path, capsys):
     # the real CMS file trains, the reference-detector sample is held out: a tiny flow after
     # one epoch, so the AUC is far from 0.5, but every number must be there and sane
     out = tmp_path / "study"
-    argv = ["--object", "muon_flow", "--data", str(reference_nano), "--heldout", str(dy_sample),
+    argv = ["--object", "muon_flow", "--data", str(reference_nano), "--heldout", str(dy_refdet_sample),
             "--architecture", "transforms=1,hidden=16,bins=4,passes=2",
             "--fractions", "0.5", "1.0", "--epochs", "1", "--timing-repeats", "1",
             "--out", str(out), "--quiet"]

@@ -31,13 +31,9 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def dy_sample(tmp_path_factory):
+def dy_sample(dy_refdet_sample):
     """300 dy_mumu events with the reference detector (GEN + RECO)."""
-    from flashsim.production import generate_file
-
-    path = tmp_path_factory.mktemp("unfold") / "dy.root"
-    generate_file("dy_mumu", 300, path, seed=1_800_018, refsim=True)
-    return path
+    return dy_refdet_sample
 
 
 @pytest.fixture(scope="module")

@@ -82,8 +82,8 @@ def model_band(full: np.ndarray, draws: list[np.ndarray], edges: np.ndarray) -> 
     is covered at :math:`m\sigma` when :math:`|p_i - \bar q_i| \le m\,\sigma_i` with
     :math:`\sigma_i^2 = (\sigma^\text{model}_i)^2 + (\sigma^\text{flash}_i)^2 +
     (\sigma^\text{full}_i)^2` (model ⊕ statistical). Well calibrated: about 68% and 95% of
-    the bins that either sample fills. Returns the per-bin arrays, the coverages and the
-    number of bins counted.
+    the bins that either sample fills. Returns the per-bin arrays (``full``: :math:`p_i`), the
+    coverages and the number of bins counted.
     """
     p, n_full = _fractions(full, edges)
     fractions = np.array([_fractions(d, edges)[0] for d in draws])
@@ -96,7 +96,7 @@ def model_band(full: np.ndarray, draws: list[np.ndarray], edges: np.ndarray) -> 
     filled = (p > 0) | (q > 0)
     distance = np.abs(p - q)[filled]
     return {
-        "flash": q, "model_sigma": model, "stat_sigma_flash": stat_flash,
+        "full": p, "flash": q, "model_sigma": model, "stat_sigma_flash": stat_flash,
         "stat_sigma_full": stat_full, "bins": int(filled.sum()),
         "coverage_1sigma": float(np.mean(distance <= total[filled])) if filled.any() else math.nan,
         "coverage_2sigma": (float(np.mean(distance <= 2 * total[filled])) if filled.any()
