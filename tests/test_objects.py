@@ -276,8 +276,9 @@ def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     loaded = load_models(models)
     sampled = {name: {c.spec.name for c in loaded[name].target.columns}
                for name in ("muon_flow", "electron_flow", "met_flow")}
-    assert not {"looseId", "tightCharge", "ip3d", "sip3d", "jetRelIso"} & sampled["muon_flow"]
-    assert "jet_iso_ratio" in sampled["muon_flow"]
+    assert not ({"looseId", "tightCharge", "ip3d", "sip3d", "jetRelIso", "jetPtRelv2"}
+                & sampled["muon_flow"])
+    assert {"jet_iso_ratio", "jet_deta", "jet_dphi"} <= sampled["muon_flow"]
     assert not {"ip3d", "sip3d"} & sampled["electron_flow"]
     assert {"ip3d_error_ratio"} <= sampled["muon_flow"] & sampled["electron_flow"]
     assert "significance" not in sampled["met_flow"]
@@ -320,6 +321,35 @@ def test_muon_jet_isolation_round_trips_through_its_ratio_to_the_cone(chunk):
     rebuilt = target["jet_iso_ratio"] * (1 + target["pfRelIso04_all"]) - 1
     assert len(expected) > 5 and np.ptp(target["jet_iso_ratio"]) > 0.05
     np.testing.assert_allclose(np.sort(rebuilt), np.sort(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_muon_jet_ptrel_follows_from_its_own_jet(dy_refdet_sample):
+    """Reference-detector muons: jetPtRelv2 rebuilt as simulation does, from the sampled
+    targets (jetRelIso through its ratio to the cone, the jet's direction relative to the
+    muon), is the stored one up to the storage rounding of the jet's direction; muons in no
+    jet get offsets 0."""
+    from flashsim.kinematics import pt_rel
+    from flashsim.nanoaod.reader import read_chunk
+    from flashsim.objects import muon
+    from flashsim.objects.lepton import training_pairs
+
+    stored = read_chunk(dy_refdet_sample, muon.TRAINING_NAMES, 0, None)  # not dequantised
+    target = muon.training_tables(stored)["muon_flow"].target
+    _, matched, _, _ = training_pairs(stored, muon.gen_muons(stored), stored["Muon"])
+
+    def flat(name):
+        return ak.to_numpy(ak.flatten(matched[name])).astype(np.float64)
+
+    in_jet = flat("jetIdx") >= 0
+    assert 0.5 < in_jet.mean() < 1 and "jetPtRelv2" not in target
+    assert np.all(target["jet_deta"][~in_jet] == 0) and np.all(target["jet_dphi"][~in_jet] == 0)
+    assert np.all(np.hypot(target["jet_deta"], target["jet_dphi"])[in_jet] < 0.4)
+    rel_iso = target["jet_iso_ratio"] * (1 + target["pfRelIso04_all"]) - 1
+    pt, eta, phi = flat("pt"), flat("eta"), flat("phi")
+    rebuilt = pt_rel(pt, eta, phi, pt * (1 + rel_iso), eta + target["jet_deta"],
+                     phi + target["jet_dphi"])
+    error = np.abs(rebuilt - flat("jetPtRelv2"))[in_jet] / flat("jetPtRelv2")[in_jet]
+    assert np.median(error) < 0.01 and np.quantile(error, 0.9) < 0.05
 
 
 def test_electron_mva_scores_at_the_training_clip_come_back_as_one():

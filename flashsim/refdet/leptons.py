@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.kinematics import pt_rel
 from flashsim.refdet.calorimeter import KIND_CH, KIND_MU, KIND_NH, KIND_PHO
 from flashsim.refdet.matching import event_offsets, local_index, pairs_near
 
@@ -118,18 +119,13 @@ def jet_variables(lepton: dict, candidate: np.ndarray, pf_jet: np.ndarray, jets:
     j = np.maximum(jet, 0)
     pt, eta, phi = lepton["pt"], lepton["eta"], lepton["phi"]
     if len(jets["pt"]):
-        jpt = np.where(has, jets["pt"][j], 0.0)
-        jx, jy, jz = (jpt * np.cos(jets["phi"][j]), jpt * np.sin(jets["phi"][j]),
-                      jpt * np.sinh(jets["eta"][j]))
+        jpt, jeta, jphi = (np.where(has, jets[k][j], 0.0) for k in ("pt", "eta", "phi"))
     else:
-        jpt = jx = jy = jz = np.zeros(len(pt))
+        jpt = jeta = jphi = np.zeros(len(pt))
     ratio = np.where(has, pt / np.maximum(jpt, 1e-9), 1.0)
-    mx, my, mz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    ax, ay, az = jx - mx, jy - my, jz - mz
-    cross = np.sqrt((my * az - mz * ay) ** 2 + (mz * ax - mx * az) ** 2 + (mx * ay - my * ax) ** 2)
-    return {"_jet_global": jet, "_pt_ratio": np.where(has, ratio, 1.0),
+    return {"_jet_global": jet, "_pt_ratio": ratio,
             "jetRelIso": np.where(has, 1.0 / ratio - 1.0, rel_iso04),
-            "jetPtRelv2": np.where(has, cross / np.maximum(np.sqrt(ax**2 + ay**2 + az**2), 1e-9), 0.0)}
+            "jetPtRelv2": np.where(has, pt_rel(pt, eta, phi, jpt, jeta, jphi), 0.0)}
 
 
 def impact_parameters(lepton: dict) -> dict:
