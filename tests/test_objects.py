@@ -252,6 +252,12 @@ def _assert_exact_columns(reco):
     assert ak.sum(ak.num(alone)) > 0
     np.testing.assert_array_equal(flat(alone, "jetRelIso"), flat(alone, "pfRelIso04_all"))
     assert ak.all(alone.jetPtRelv2 == 0)
+    from flashsim.nanoaod.muon_working_points import multi_iso_id
+
+    ratio = np.where(flat(muons, "jetIdx") < 0, 1.0, 1.0 / (1.0 + flat(muons, "jetRelIso")))
+    np.testing.assert_array_equal(
+        flat(muons, "multiIsoId"),
+        multi_iso_id(flat(muons, "miniPFRelIso_all"), ratio, flat(muons, "jetPtRelv2")))
     for leptons in (muons, electrons):
         ip3d = np.hypot(flat(leptons, "dxy"), flat(leptons, "dz") / np.cosh(flat(leptons, "eta")))
         np.testing.assert_allclose(flat(leptons, "ip3d"), ip3d, rtol=1e-6)  # float32 storage

@@ -86,8 +86,8 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
 
     Order: muons, matched jets, fake jets (each efficiency -> flow -> post-processing),
     jets merged and pT-ordered, muon-jet cross-references rebuilt (and the jet variables of
-    muons in no jet set, :func:`~flashsim.objects.muon.jetless_isolation`), then MET (given the
-    flash objects) and the pileup observables, then — when ``models`` has them — electrons
+    muons in no jet and ``multiIsoId`` set, :func:`~flashsim.objects.muon.with_jet_variables`),
+    then MET (given the flash objects) and the pileup observables, then — when ``models`` has them — electrons
     (their working points need the simulated rho) and the electron-jet cross-references.
     Electrons draw from their own stream (``rng.spawn``), so the other collections do not
     depend on whether electrons are simulated. ``Muon_genPartIdx`` and
@@ -112,7 +112,7 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
         fakes = fake_jet.simulate(gen, models, rng)
     with stage("assembly"):
         muons, jets = crossref.link(muons, crossref.merge_jets(matched, fakes))
-        muons = muon.jetless_isolation(muons)
+        muons = muon.with_jet_variables(muons)
     with stage("met_pv"):
         pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)

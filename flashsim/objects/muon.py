@@ -21,7 +21,10 @@ isolations, MVA scores, ID booleans/working points, station/layer counts. Derive
 generated: ``pdgId`` (:math:`-13 q`), ``mass``, ``genPartIdx``, ``genPartFlav`` (from the
 GEN flags), ``jetIdx`` (:mod:`flashsim.objects.crossref`), and the working points CMS
 computes from other branches (``pfIsoId``, ``miniIsoId``, ``tkIsoId``, ``mvaId``,
-``softMvaId``, ``mediumPromptId``: :mod:`flashsim.nanoaod.muon_working_points`).
+``softMvaId``, ``mediumPromptId``: :mod:`flashsim.nanoaod.muon_working_points`), and
+``multiIsoId`` from the mini-isolation, ``jetRelIso`` and ``jetPtRelv2`` once the muon's jet
+is known (:func:`with_jet_variables`; every muon of the reference detector, 17 of the 18 of
+``nano_dy.root``, whose CMS jet for ``ptRatio`` may differ slightly from the stored one).
 
 Computed exactly from the sampled branches, never sampled (:func:`exact_columns`; the values
 of models trained before, which sample them, are overwritten): ``looseId`` = ``isPFcand``
@@ -34,7 +37,7 @@ and (``isGlobal`` or ``isTracker``) (muon POG loose ID), ``tightCharge`` = 2 if
 parameters and their errors. For a muon in no
 jet (``jetIdx == -1``, known once :mod:`flashsim.objects.crossref` has linked the jets),
 ``jetRelIso`` is ``pfRelIso04_all`` and ``jetPtRelv2`` is 0, as NanoAOD defines them
-(:func:`jetless_isolation`; ``nano_dy.root`` and 300 reference-detector ttbar events: every
+(:func:`with_jet_variables`; ``nano_dy.root`` and 300 reference-detector ttbar events: every
 such muon, to float precision); with a jet both stay sampled. ``jetRelIso``
 (:math:`1/\text{ptRatio} - 1`, the jet's other momentum relative to the muon's) is sampled
 as :math:`(1 + \text{jetRelIso}) / (1 + \text{pfRelIso04\_all})`: the jet's other
@@ -67,7 +70,7 @@ import numpy as np
 from flashsim.kinematics import delta_phi, pt_rel
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
-from flashsim.nanoaod.muon_working_points import derived_ids
+from flashsim.nanoaod.muon_working_points import derived_ids, multi_iso_id
 from flashsim.objects.common import discrete, flat, typed
 from flashsim.objects.lepton import (
     CONTEXT,
@@ -89,10 +92,10 @@ __all__ = [
     "TRAINING_NAMES",
     "exact_columns",
     "gen_muons",
-    "jetless_isolation",
     "own_jet_offsets",
     "simulate",
     "training_tables",
+    "with_jet_variables",
 ]
 
 MUON_MASS = 0.10566
@@ -109,8 +112,7 @@ _CONTINUOUS = {
 #: not sampled: :func:`flashsim.nanoaod.muon_working_points.derived_ids` computes them from
 #: the sampled isolation, MVA and impact-parameter values, so they always agree.
 _DISCRETE = ("isGlobal", "isTracker", "isPFcand", "mediumId", "tightId", "softId",
-             "inTimeMuon", "triggerIdLoose", "highPtId", "multiIsoId", "nStations",
-             "nTrackerLayers")
+             "inTimeMuon", "triggerIdLoose", "highPtId", "nStations", "nTrackerLayers")
 
 TARGETS = (
     ColumnSpec("pt_ratio", transform="log"),
@@ -146,16 +148,25 @@ def exact_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def jetless_isolation(muons: ak.Array) -> ak.Array:
-    """``muons`` with ``jetRelIso`` = ``pfRelIso04_all`` and ``jetPtRelv2`` = 0 where
-    ``jetIdx == -1`` (module doc), when the muons have those fields."""
-    if not {"jetIdx", "jetRelIso", "jetPtRelv2", "pfRelIso04_all"} <= set(muons.fields):
+def with_jet_variables(muons: ak.Array) -> ak.Array:
+    """``muons`` once ``jetIdx`` is known: ``jetRelIso`` = ``pfRelIso04_all`` and
+    ``jetPtRelv2`` = 0 where ``jetIdx == -1`` (module doc), and ``multiIsoId`` of every muon
+    (:func:`~flashsim.nanoaod.muon_working_points.multi_iso_id`, ptRatio 1 without a jet);
+    each where the muons have its inputs."""
+    fields = set(muons.fields)
+    if not {"jetIdx", "jetRelIso", "jetPtRelv2", "pfRelIso04_all"} <= fields:
         return muons
     alone = muons.jetIdx < 0
     for field, value in (("jetRelIso", muons.pfRelIso04_all), ("jetPtRelv2", 0.0)):
         dtype = ak.to_numpy(ak.flatten(muons[field])).dtype
         muons = ak.with_field(muons, ak.values_astype(ak.where(alone, value, muons[field]),
                                                       dtype), field)
+    if "miniPFRelIso_all" in fields:
+        ratio = ak.where(alone, 1.0, 1.0 / (1.0 + muons.jetRelIso))
+        counts = ak.num(muons)
+        muons = ak.with_field(muons, ak.unflatten(multi_iso_id(
+            *(ak.to_numpy(ak.flatten(x)) for x in (muons.miniPFRelIso_all, ratio,
+                                                    muons.jetPtRelv2))), counts), "multiIsoId")
     return muons
 
 

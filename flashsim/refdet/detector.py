@@ -15,7 +15,7 @@ import awkward as ak
 import numpy as np
 
 from flashsim.nanoaod.mc_match import gen_match
-from flashsim.nanoaod.muon_working_points import derived_ids
+from flashsim.nanoaod.muon_working_points import derived_ids, multi_iso_id
 from flashsim.nanoaod.schema import reco_branches
 from flashsim.pdg import is_neutrino
 from flashsim.refdet import electrons as electron_reco
@@ -150,9 +150,7 @@ class ReferenceDetector:
                                + 0.1 * rng.standard_normal(k))
         m.update(derived_ids(m))
         m["mvaLowPt"] = np.tanh(3.0 * (m["segmentComp"] - 0.5) + 0.2 * rng.standard_normal(k))
-        mini, rel, ptrel = m["miniPFRelIso_all"], m["_pt_ratio"], m["jetPtRelv2"]
-        m["multiIsoId"] = ((mini < 0.16) & ((rel > 0.76) | (ptrel > 7.2))).astype(np.uint8) + (
-            (mini < 0.12) & ((rel > 0.80) | (ptrel > 7.2)))
+        m["multiIsoId"] = multi_iso_id(m["miniPFRelIso_all"], m["_pt_ratio"], m["jetPtRelv2"])
         m["tunepRelPt"] = 1.0 + np.where(m["pt"] > 200, 0.02, 0.003) * rng.standard_normal(k)
         m["inTimeMuon"] = rng.random(k) < 0.999
         m["fsrPhotonIdx"] = np.full(k, -1, np.int32)
