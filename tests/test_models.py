@@ -305,3 +305,31 @@ def test_constant_target_is_returned_not_sampled(tmp_path):
     np.testing.assert_array_equal(out["flag"], np.ones(50))
     assert np.unique(out["a"]).size == 50
     assert onnx_parity(loaded, ort.InferenceSession(export_model(loaded))) < 1e-4
+
+
+def test_targets_a_region_fixes_are_recorded_and_set(tmp_path):
+    """A target one value fills in 99.8% of a region's rows (a jet tagger's default outside
+    the tracker) is recorded with its value; one the region leaves free is not; the jet
+    module sets the recorded one exactly where the region is, and nothing elsewhere."""
+    from flashsim.models.artifact import load_model
+    from flashsim.objects.jet import TRACKER_ETA, with_region_constants
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    eta = rng.uniform(-4.7, 4.7, n)
+    forward = np.abs(eta) >= TRACKER_ETA
+    qgl = np.where(forward & (rng.uniform(size=n) > 0.002), -1.0, rng.uniform(0, 1, n))
+    free = rng.normal(size=n)
+    table = TrainingTable({"c": eta}, {"a": qgl, "b": free}, np.ones(n),
+                          np.arange(n, dtype=np.uint64), regions={"outside_tracker": forward})
+    spec = ModelSpec("region_flow", "toy", "flow", (ColumnSpec("c"),),
+                     (ColumnSpec("a"), ColumnSpec("b")))
+    train_model(spec, table, tmp_path, CONFIG, progress=False)
+    model = load_model(tmp_path, "region_flow")
+    assert model.region_constants == {"outside_tracker": {"a": -1.0}}
+    eta_new = np.array([-3.0, -2.5, 0.0, 2.49, 4.0])
+    fields = {"eta": eta_new, **model.sample({"c": eta_new}, np.random.default_rng(0))}
+    central_a = fields["a"][2:4].copy()
+    fields = with_region_constants(fields, model)
+    np.testing.assert_array_equal(fields["a"][[0, 1, 4]], -1.0)
+    np.testing.assert_array_equal(fields["a"][2:4], central_a)

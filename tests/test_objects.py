@@ -67,6 +67,21 @@ def test_training_reco_floats_are_dequantised_and_round_back(reference_nano, chu
     assert ak.to_list(other["Muon"].dxyErr) != ak.to_list(chunk["Muon"].dxyErr)
 
 
+def test_a_default_beside_exact_zeros_is_an_atom():
+    """-1 (a tagger's default) beside a few exact zeros (a cell of width 0) and a comb of
+    scores above: -1 is an atom, the comb's teeth are grid points (dense beside dense teeth),
+    as before the zeros made -1 one too (the reference detector's ``qgl``)."""
+    from flashsim.nanoaod.precision import reduce_mantissa
+    from flashsim.objects.common import _point_masses
+
+    rng = np.random.default_rng(3)
+    comb = reduce_mantissa(rng.uniform(0.2, 0.8, 5000).astype(np.float32), 10)
+    values = np.concatenate([np.full(2000, -1.0, np.float32), np.zeros(3, np.float32), comb])
+    assert set(_point_masses(values, 10)) == {-1.0}
+    saturated = np.concatenate([values, np.full(500, 0.8, np.float32)])  # a second atom
+    assert set(_point_masses(saturated, 10)) == {-1.0, np.float32(0.8)}
+
+
 def test_muon_pairs_respect_genpartidx(chunk):
     tables = OBJECTS["muon"].training_tables(chunk)
     reco, target, good = _paired(chunk, "Muon", 13)

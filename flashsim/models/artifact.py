@@ -253,6 +253,13 @@ class Model:
         by :meth:`sample`, not sampled (artifacts trained before record none)."""
         return self.meta.get("target_constants", {})
 
+    @property
+    def region_constants(self) -> dict[str, dict[str, float]]:
+        """Per region of the object module (``outside_tracker``), the targets one value filled
+        there in the training data (:func:`flashsim.models.training.region_constants`); the
+        object module sets them where it finds the region (artifacts trained before: none)."""
+        return self.meta.get("region_constants", {})
+
     def probability(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Classifier: :math:`P(\\text{reco} \\mid c)` per row; multiplicity: class probabilities."""
         return self.run(self.standardised_context(columns)).astype(np.float64)

@@ -44,6 +44,9 @@ class TrainingTable:
 
     ``info`` carries per-event by-products an object module hands to another (the MET
     model's :math:`\\sum \\Delta\\vec p_T` of the muons and jets); training ignores it.
+    ``regions`` names boolean row masks where a rule of the object module may fix targets
+    (jets outside the tracker); training records the targets one value fills there
+    (:func:`flashsim.models.training.region_constants`).
     """
 
     context: dict[str, np.ndarray]
@@ -51,6 +54,7 @@ class TrainingTable:
     weight: np.ndarray
     event: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.weight)

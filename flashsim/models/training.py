@@ -162,6 +162,32 @@ def constant_targets(table: TrainingTable, names: list[str]) -> dict[str, float]
     return out
 
 
+def region_constants(table: TrainingTable, names: list[str], *, purity: float = 0.995,
+                     min_rows: int = 100) -> dict[str, dict[str, float]]:
+    """Per region of ``table.regions``, the targets among ``names`` that one value fills in at
+    least ``purity`` of its rows (and at least ``min_rows`` rows), with that value: what a rule
+    of the detector fixes there (a jet outside the tracker has no track-based tagger, so the
+    reference detector gives every such jet the taggers' defaults). Sampling sets them
+    exactly where the object module finds the region (``region_constants`` in the artifact);
+    the purity below 1 allows for the rows at the region's edge that the storage rounding of
+    the region's variable moves across it. Data without such a rule (real CMS NanoAOD: 57% of
+    jets beyond :math:`|\\eta| = 2.5` with ``qgl`` = -1) give none."""
+    out: dict[str, dict[str, float]] = {}
+    for region, mask in table.regions.items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.sum() < min_rows:
+            continue
+        fixed = {}
+        for name in names:
+            values, counts = np.unique(np.asarray(table.target[name], np.float64)[mask],
+                                       return_counts=True)
+            if counts.max() >= purity * mask.sum():
+                fixed[name] = float(values[np.argmax(counts)])
+        if fixed:
+            out[region] = fixed
+    return out
+
+
 def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, config: TrainConfig,
                 provenance: dict[str, Any] | None = None, *, progress: bool = True) -> Model:
     """Fit preprocessing and network of model ``spec`` on ``table``; save the artifact."""
@@ -171,6 +197,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                             "with --data / --max-events")
     kind = spec.kind
     constants: dict[str, float] = {}
+    regional: dict[str, dict[str, float]] = {}
     torch.manual_seed(config.seed)
     rng = seeded_rng(config.seed, "training_batches")
     val = validation_mask(table.event, config.val_fraction)
@@ -196,6 +223,8 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                                 "which the simulation needs; train on NANOAODSIM that has it")
         if kind == "flow":  # a cINN's latent targets all enter its task's mapping
             constants = constant_targets(table, [t.name for t in targets])
+            regional = region_constants(table, [t.name for t in targets
+                                                if t.name not in constants])
         targets = [t for t in targets if t.name not in constants]
         if not targets:
             raise FlashSimError(f"{spec.name}: every target is constant in the training files "
@@ -213,6 +242,8 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     }
     if constants:
         meta["target_constants"] = constants
+    if regional:
+        meta["region_constants"] = regional
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FlashSimError("--device cuda but no CUDA GPU is visible: use --device cpu")

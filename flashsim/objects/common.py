@@ -129,15 +129,21 @@ POINT_MASS_CONTRAST = 5.0
 def _point_masses(values: np.ndarray, bits: int) -> np.ndarray:
     """The stored values of one branch that are atoms of its distribution, not grid points:
     each carries at least ``POINT_MASS_FRACTION`` of the values and a density (count over
-    rounding-cell width) at least ``POINT_MASS_CONTRAST`` times that of both neighbouring stored
-    values (a default of -1, a score saturated at 1; a tooth of the rounding comb has neighbours
-    as dense as itself)."""
+    rounding-cell width) at least ``POINT_MASS_CONTRAST`` times that of each adjacent stored
+    value whose rounding cell touches its own (a default of -1, a score saturated at 1; a tooth
+    of the rounding comb has adjacent teeth as dense as itself). A stored value beyond a gap of
+    empty cells is no neighbour: before, the exact zeros next to the reference detector's
+    ``qgl`` default of -1 (a cell of width 0, so of infinite density) made -1 a grid point,
+    and the flows had to learn a spike 5e-4 wide instead of an atom."""
     from flashsim.nanoaod.precision import rounding_cell
 
     stored, counts = np.unique(values[np.isfinite(values)], return_counts=True)
     low, high = rounding_cell(stored, bits)
-    density = counts / np.maximum(high - low, np.finfo(np.float32).tiny)
-    neighbour = np.maximum(np.r_[0.0, density[:-1]], np.r_[density[1:], 0.0])
+    width = high - low
+    density = counts / np.maximum(width, np.finfo(np.float32).tiny)
+    touching = low[1:] <= high[:-1] + 0.5 * width[:-1]
+    neighbour = np.maximum(np.where(np.r_[False, touching], np.r_[0.0, density[:-1]], 0.0),
+                           np.where(np.r_[touching, False], np.r_[density[1:], 0.0], 0.0))
     atom = (counts >= POINT_MASS_FRACTION * len(values)) & (density >= POINT_MASS_CONTRAST * neighbour)
     return stored[atom]
 

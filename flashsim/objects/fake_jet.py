@@ -32,7 +32,14 @@ from flashsim.objects.common import (
     sample_counted,
     typed,
 )
-from flashsim.objects.jet import JET_CONTINUOUS, JET_DISCRETE, exact_jet_id, jet_properties
+from flashsim.objects.jet import (
+    JET_CONTINUOUS,
+    JET_DISCRETE,
+    exact_jet_id,
+    jet_properties,
+    outside_tracker,
+    with_region_constants,
+)
 
 __all__ = ["MAX_COUNT", "MODELS", "TRAINING_NAMES", "event_activity", "simulate",
            "training_tables"]
@@ -94,7 +101,8 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
                          flat(ak.broadcast_arrays(weight, fake.pt)[0]),
                          np.asarray(ak.flatten(ak.broadcast_arrays(key, fake.pt)[0]), np.uint64),
                          {"sum": (np.asarray(ak.sum(fake.pt * np.cos(fake.phi), axis=1)),
-                                  np.asarray(ak.sum(fake.pt * np.sin(fake.phi), axis=1)))})
+                                  np.asarray(ak.sum(fake.pt * np.sin(fake.phi), axis=1)))},
+                         {"outside_tracker": outside_tracker(flat(fake.eta))})
     return {"fake_jet_multiplicity": multiplicity, "fake_jet_flow": flow}
 
 
@@ -106,5 +114,6 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     fields = {**out, "phi": delta_phi(out["phi"], 0.0),
               "hadronFlavour": np.zeros(n, np.int32), "partonFlavour": np.zeros(n, np.int32),
               "genJetIdx": np.full(n, -1, np.int32)}
+    fields = with_region_constants(fields, models["fake_jet_flow"])
     fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

@@ -24,6 +24,17 @@ taggers, regression outputs — every candidate the training files contain. Deri
 ``hadronFlavour``/``partonFlavour`` (copied from the GenJet), ``genJetIdx``; ``nMuons``,
 ``muonIdx1/2``, ``nElectrons``, ``electronIdx1/2`` come from :mod:`flashsim.objects.crossref`.
 
+Outside the tracker (:math:`|\eta| \ge 2.5`, :data:`TRACKER_ETA`) a jet has no tracks; the
+reference detector then gives ``qgl`` and every b/c tagger its default (-1 or 0) in every jet,
+and the flows, which learnt it as a point mass, missed it in 2–6% of the forward jets and put a
+default on 0.8% of the central ones (``qgl`` = -1 in 94.0% of forward flash jets of held-out
+VBF H→μμ, where each of the unmatched jets' top culprits, ``qgl`` and ``btagDeepFlavCvL``, cost
+the classifier 0.03 AUC). Training records each target one value fills in at least 99.5% of the
+forward rows (:func:`flashsim.models.training.region_constants`) and simulation sets it there
+exactly (:func:`with_region_constants`, also for fake jets); real CMS NanoAOD has no such rule
+(``qgl`` = -1 in 57% of the forward jets of ``nano_dy.root``), so models trained on it get
+none.
+
 ``jetId`` is partly a fixed function of the sampled branches (:func:`exact_jet_id`, also for
 fake jets): the 2018 tight jet ID (bit 2) for :math:`|\eta| \le 2.7` and the tightLepVeto
 bit 4 everywhere are computed from the energy fractions and ``nConstituents`` (JetID twiki,
@@ -59,12 +70,19 @@ __all__ = [
     "JET_DISCRETE",
     "MODELS",
     "TRAINING_NAMES",
+    "TRACKER_ETA",
     "exact_jet_id",
     "gen_jets",
     "jet_properties",
+    "outside_tracker",
     "simulate",
+    "with_region_constants",
     "training_tables",
 ]
+
+TRACKER_ETA = 2.5
+"""Tracker acceptance :math:`|\\eta|`: beyond it a jet has no tracks, hence no track-based
+tagger (:func:`outside_tracker`)."""
 
 TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Jet", "genWeight", "run", "luminosityBlock",
                   "event"]
@@ -150,6 +168,23 @@ def _pt_within(jets: ak.Array, eta: ak.Array, phi: ak.Array, pt: ak.Array) -> ak
     return ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(pt[:, None, :], dr)[0], 0.0), axis=2)
 
 
+def outside_tracker(eta) -> np.ndarray:
+    """The ``outside_tracker`` region of the jet flows (:data:`TRACKER_ETA`): a training
+    table's ``regions`` entry and, at sampling, where the flow's ``region_constants`` hold."""
+    return np.abs(np.asarray(eta, dtype=np.float64)) >= TRACKER_ETA
+
+
+def with_region_constants(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
+    """``fields`` with the targets the training data fixed outside the tracker set there
+    (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc)."""
+    fixed = model.region_constants.get("outside_tracker", {})
+    if fixed:
+        region = outside_tracker(fields["eta"])
+        for name, value in fixed.items():
+            fields[name] = np.where(region, value, fields[name])
+    return fields
+
+
 def exact_jet_id(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     r"""``{"jetId": ...}`` (bits: 2 tight, 4 tightLepVeto) with the bits the other branches
     fix recomputed (module doc); empty when ``fields`` lacks the sampled ``jetId`` or a
@@ -203,7 +238,8 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     flow = TrainingTable(
         {c.name: flat(g[c.name]) for c in CONTEXT}, {k: flat(v) for k, v in targets.items()},
         flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64),
-        {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))})
+        {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))},
+        {"outside_tracker": outside_tracker(flat(reco.eta))})
     return {"jet_efficiency": efficiency, "jet_flow": flow}
 
 
@@ -227,5 +263,6 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
         "hadronFlavour": np.asarray(kept.hadronFlavour), "partonFlavour": np.asarray(kept.partonFlavour),
         "genJetIdx": np.asarray(kept.index),
     }
+    fields = with_region_constants(fields, models["jet_flow"])
     fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)
