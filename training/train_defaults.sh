@@ -21,7 +21,9 @@
 # group, at commit 950f330 (RECO floats dequantised; times with both cores busy and a third
 # process beside them: electron models 21 min, muon 64 min, MET and PV 16 min, fake jets 47 min,
 # jet_efficiency 25 s with `flashsim train jet --model jet_efficiency`: the jet step without
-# jet_flow). jet_flow is still the detector-v1 one, trained with these settings on a lent
+# jet_flow); muon_flow again at 71d6210 (49 min) and fake_jet_flow at 47d64f0 (39 min), one
+# core each, with `--model muon_flow` / `--model fake_jet_flow` (the other models of those
+# steps read nothing those commits changed). jet_flow is still the detector-v1 one, trained with these settings on a lent
 # H200 GPU in 336 s; on CPU alone it takes about 3 hours, so its v3 retrain waits for a
 # session with a GPU (`training/train_defaults.sh cuda` retrains the whole set). That GPU run
 # could not import the NanoAOD schema, so jet_flow's jetId/puId value grids were fitted on the
