@@ -52,7 +52,7 @@ DERIVED_IDS = tuple(_RULES)
 
 
 def multi_iso_id(mini_iso: np.ndarray, pt_ratio: np.ndarray, pt_rel: np.ndarray) -> np.ndarray:
-    """``multiIsoId``: the number of :data:`MULTI_ISO_WPS` passed, each mini-isolation below
+    r"""``multiIsoId``: the number of :data:`MULTI_ISO_WPS` passed, each mini-isolation below
     its cut and either the ratio of the muon's :math:`p_T` to its jet's (``ptRatio``,
     :math:`1/(1 + \text{jetRelIso})`; 1 for a muon in no jet) or ``jetPtRelv2`` above its.
     It needs the muon's jet, so it is not among :data:`DERIVED_IDS`.
