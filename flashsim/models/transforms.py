@@ -26,9 +26,17 @@ Continuous columns (``kind="continuous"``)
        (fractions, clipped to :math:`[\epsilon, 1-\epsilon]`), ``symlog``
        :math:`t = \operatorname{sign}(x)\log(1 + |x|/s)` with :math:`s` the fitted median
        of :math:`|x|` (signed heavy tails like impact parameters), or ``none``.
-    3. *Standardise* :math:`y = (t - \mu)/\sigma` and clamp to :math:`[-4, 4]`, which with
-       the spike bands (at most :math:`4 + g + 2w = 4.8`) keeps every value inside the
-       spline domain.
+    3. *Standardise* :math:`z = (t - \mu)/\sigma` and compress the tails,
+       :math:`y = 4 \tanh(z/4)`, which with the spike bands (at most :math:`4 + g + 2w = 4.8`)
+       keeps every value inside the spline domain and maps the far tails onto its edge
+       instead of cutting them: nearly linear in the bulk (:math:`y = 0.98` at
+       :math:`z = 1`, 2.5 at 3, 3.6 at 6). Sampling clips :math:`y` to the training range
+       :math:`[\ell, h]`, so no value goes beyond the most extreme one trained on. Artifacts
+       fitted before (no ``tails`` parameter) clamp :math:`z` to :math:`[-4, 4]` instead,
+       which cut every value beyond 4σ: the shipped muon flow could not give a pT response
+       outside [0.893, 1.121] (σ of log p_T^reco/p_T^gen 0.028), while 0.25% of the
+       reference detector's muons in held-out VBF H→μμ lie beyond ±20%, and it clamped
+       7–11% of the training muons' ``dxy``, ``dxyErr`` and ``dzErr`` (ttbar).
 
 Discrete columns (``kind="discrete"``: booleans, integers, bit flags, categories)
     The value is mapped to its index :math:`k` in the sorted tuple of allowed values
@@ -70,6 +78,7 @@ _WIDTH = 0.3
 _LOGIT_EPS = 1e-5
 _MAX_INTEGER_RANGE = 1024
 _CONTINUOUS_PARAMS = ("spikes", "spike_high", "scale", "mean", "std", "lo", "hi")
+"""Parameters every continuous column has (``tails`` only those fitted since it exists)."""
 _DISCRETE_PARAMS = ("values",)
 
 
@@ -117,9 +126,10 @@ class ColumnTransform:
         mean = float(np.mean(t)) if len(t) else 0.0
         std = float(np.std(t)) if len(t) else 1.0
         self.params.update(mean=mean, std=std if std > 1e-12 else 1.0)
-        y = (t - mean) / self.params["std"]
-        lo = float(max(np.min(y), -CLAMP)) if len(y) else -CLAMP
-        hi = float(min(np.max(y), CLAMP)) if len(y) else CLAMP
+        self.params["tails"] = "tanh"
+        y = self._compress((t - mean) / self.params["std"])
+        lo = float(np.min(y)) if len(y) else -CLAMP
+        hi = float(np.max(y)) if len(y) else CLAMP
         self.params.update(lo=lo, hi=max(hi, lo))
         return self
 
@@ -133,7 +143,7 @@ class ColumnTransform:
             k = np.clip(np.searchsorted(values, x), 0, len(values) - 1)
             u = rng.uniform(size=x.shape) if rng is not None else 0.5
             return 6.0 * (k + u) / len(values) - 3.0
-        y = np.clip((self._shape(x) - p["mean"]) / p["std"], p["lo"], p["hi"])
+        y = np.clip(self._compress((self._shape(x) - p["mean"]) / p["std"]), p["lo"], p["hi"])
         for spike, (edge, side, j) in zip(p["spikes"], self._bands(), strict=True):
             u = rng.uniform(size=x.shape) if rng is not None else 0.5
             y = np.where(x == spike, edge + side * (_GAP + (j + u) * _WIDTH), y)
@@ -153,7 +163,7 @@ class ColumnTransform:
                 nearest = keep[np.argmin(np.abs(y[:, None] - centres[None, :]), axis=1)]
                 k = np.where(np.isin(k, keep), k, nearest)
             return values[k]
-        t = np.clip(y, p["lo"], p["hi"]) * p["std"] + p["mean"]
+        t = self._expand(np.clip(y, p["lo"], p["hi"])) * p["std"] + p["mean"]
         x = self._unshape(t)
         bands = self._bands()
         for side in (-1, 1):
@@ -164,6 +174,18 @@ class ColumnTransform:
                 j = np.clip(np.floor((depth - _GAP) / _WIDTH), 0, len(spikes) - 1)
                 x = np.where(depth > _GAP / 2, spikes[j.astype(np.int64)], x)
         return x
+
+    def _compress(self, z: np.ndarray) -> np.ndarray:
+        """Standardised value -> flow space (module doc, step 3)."""
+        if self.params.get("tails") == "tanh":
+            return CLAMP * np.tanh(z / CLAMP)
+        return np.clip(z, -CLAMP, CLAMP)
+
+    def _expand(self, y: np.ndarray) -> np.ndarray:
+        """Flow space -> standardised value (inverse of :meth:`_compress` inside the range)."""
+        if self.params.get("tails") == "tanh":
+            return CLAMP * np.arctanh(np.clip(y / CLAMP, -1 + 1e-12, 1 - 1e-12))
+        return y
 
     def _bands(self) -> list[tuple[float, int, int]]:
         """Per spike: the edge its band hangs from, the side (-1 below, +1 above), its rank."""
