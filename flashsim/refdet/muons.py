@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.nanoaod.muon_working_points import cut_based_ids
 from flashsim.refdet.config import DetectorConfig
 from flashsim.refdet.leptons import IsolationPairs
 from flashsim.refdet.tracker import Tracks
@@ -110,25 +111,22 @@ def reconstruct_muons(cols, kin, tracks: Tracks, cfg: DetectorConfig, rng: np.ra
 
 
 def muon_ids(mu: dict) -> dict:
-    """Cut-based IDs and the NanoAOD selection mask from the quality variables (module doc)."""
-    adxy, adz = np.abs(mu["dxy"]), np.abs(mu["dz"])
+    """Cut-based IDs and the NanoAOD selection mask from the quality variables (module doc):
+    the cuts on stored branches are :func:`~flashsim.nanoaod.muon_working_points.stored_requirements`'s,
+    which the flash simulation shares, the rest the outcome of the hidden ones."""
     glob, trk, pf = mu["isGlobal"], mu["isTracker"], mu["isPFcand"]
     loose = pf & (glob | trk)
-    good_global = glob & (mu["_chi2"] < 3) & mu["_kink"] & (mu["segmentComp"] > 0.303)
-    medium = loose & mu["_valid"] & (good_global | (mu["segmentComp"] > 0.451))
-    base = mu["_pixel"] & (mu["nTrackerLayers"] > 5)
-    tight = (glob & pf & (mu["_chi2"] < 10) & mu["_muon_hits"] & (mu["nStations"] >= 2)
-             & (adxy < 0.2) & (adz < 0.5) & base)
-    soft = trk & (mu["nStations"] >= 1) & base & (adxy < 0.3) & (adz < 20.0)
+    chi2, pixel, hits = mu["_chi2"], mu["_pixel"], mu["_muon_hits"]
+    hidden = {"mediumId_hidden": mu["_valid"] & ((mu["segmentComp"] > 0.451)
+                                                 | ((chi2 < 3) & mu["_kink"])),
+              "tightId_hidden": (chi2 < 10) & hits & pixel, "softId_hidden": pixel,
+              "highPtId_global_hidden": hits & pixel, "highPtId_tracker_hidden": pixel}
+    ids = cut_based_ids(mu, hidden)
     rel_err = mu["ptErr"] / mu["pt"]
-    high_glob = (glob & (mu["nStations"] >= 2) & mu["_muon_hits"] & (rel_err < 0.3)
-                 & (adxy < 0.2) & (adz < 0.5) & base)
-    high_trk = trk & (mu["nStations"] >= 2) & (rel_err < 0.3) & (adxy < 0.2) & (adz < 0.5) & base
-    high = np.where(high_glob, 2, np.where(high_trk, 1, 0)).astype(np.uint8)
     return {
-        "looseId": loose, "mediumId": medium, "tightId": tight, "softId": soft, "highPtId": high,
-        "triggerIdLoose": loose | soft, "tightCharge": np.where(rel_err < 0.2, 2, 0).astype(np.int32),
-        "selected": (mu["pt"] > 3.0) & (loose | soft | (high > 0)),
+        "looseId": loose, **ids, "triggerIdLoose": loose | ids["softId"],
+        "tightCharge": np.where(rel_err < 0.2, 2, 0).astype(np.int32),
+        "selected": (mu["pt"] > 3.0) & (loose | ids["softId"] | (ids["highPtId"] > 0)),
     }
 
 
