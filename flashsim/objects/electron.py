@@ -50,15 +50,14 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from flashsim.kinematics import delta_phi
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.electron_working_points import HIDDEN, derived_ids, hidden_from_bitmaps
-from flashsim.nanoaod.mc_match import gen_match
-from flashsim.objects import fake_jet, jet
-from flashsim.objects.common import discrete, flat, nearest, sample_counted, typed
+from flashsim.objects.common import discrete, flat
+from flashsim.objects.fake_lepton import fake_models, fake_tables, joined, pt_ordered, sample_fakes
 from flashsim.objects.lepton import (
     CONTEXT,
+    flow_targets,
     gen_flavour,
     gen_leptons,
     impact_parameter_3d,
@@ -87,7 +86,6 @@ PT_MIN = 5.0
 """NanoAOD stores slimmedElectrons with pT > 5 GeV."""
 MAX_FAKES_PER_JET = 2
 MAX_PILEUP_ELECTRONS = 3
-_JET_CONE = 0.4
 TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Electron", "genWeight", "run",
                   "luminosityBlock", "event"]
 
@@ -116,34 +114,12 @@ PROPERTIES = (
 )
 
 
-def _targets(relative: bool, charge: str) -> tuple[ColumnSpec, ...]:
-    """pT, eta, phi (as ratio and offsets to a GEN object when ``relative``), the charge
-    column (``charge_flip`` relative to a GEN electron, or ``charge``) and the properties."""
-    kinematics = ("pt_ratio", "deta", "dphi") if relative else ("pt", "eta", "phi")
-    return (ColumnSpec(kinematics[0], transform="log"), ColumnSpec(kinematics[1], spikes=False),
-            ColumnSpec(kinematics[2], spikes=False),
-            ColumnSpec(charge, "discrete", values=(-1.0, 1.0)), *PROPERTIES)
-
-
-TARGETS = _targets(True, "charge_flip")
-FAKE_CONTEXT = (*jet.CONTEXT, ColumnSpec("n_fake"))
-FAKE_TARGETS = _targets(True, "charge")
-PILEUP_CONTEXT = (*fake_jet.EVENT_CONTEXT, ColumnSpec("n_fake"))
-PILEUP_TARGETS = _targets(False, "charge")
+TARGETS = flow_targets(True, "charge_flip", PROPERTIES)
 
 MODELS = {
     "electron_efficiency": ModelSpec("electron_efficiency", "electron", "classifier", CONTEXT),
     "electron_flow": ModelSpec("electron_flow", "electron", "flow", CONTEXT, TARGETS),
-    "fake_electron_multiplicity": ModelSpec("fake_electron_multiplicity", "electron",
-                                            "multiplicity", jet.CONTEXT,
-                                            max_count=MAX_FAKES_PER_JET),
-    "fake_electron_flow": ModelSpec("fake_electron_flow", "electron", "flow", FAKE_CONTEXT,
-                                    FAKE_TARGETS),
-    "pileup_electron_multiplicity": ModelSpec("pileup_electron_multiplicity", "electron",
-                                              "multiplicity", fake_jet.EVENT_CONTEXT,
-                                              max_count=MAX_PILEUP_ELECTRONS),
-    "pileup_electron_flow": ModelSpec("pileup_electron_flow", "electron", "flow",
-                                      PILEUP_CONTEXT, PILEUP_TARGETS),
+    **fake_models("electron", "electron", PROPERTIES, MAX_FAKES_PER_JET, MAX_PILEUP_ELECTRONS),
 }
 
 
@@ -175,48 +151,9 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     flow = row_table(chunk, {c.name: g[c.name] for c in CONTEXT},
                      {**kinematic_targets(reco, g), **_properties(reco)}, reco.pt)
 
-    jets = jet.gen_jets(chunk)
-    dr, owner = nearest(others.eta, others.phi, jets.gen_eta, jets.gen_phi)
-    inside = dr < _JET_CONE
-    fakes, owner = others[inside], owner[inside]
-    counts = ak.sum(owner[:, None, :] == ak.local_index(jets.gen_pt, axis=1)[:, :, None], axis=2)
-    multiplicity = row_table(chunk, {c.name: jets[c.name] for c in jet.CONTEXT},
-                             {"n": np.minimum(counts, MAX_FAKES_PER_JET)}, jets.gen_pt)
-    host = jets[owner]
-    context = {c.name: host[c.name] for c in jet.CONTEXT}
-    context["n_fake"] = counts[owner]
-    targets = {"pt_ratio": fakes.pt / host.gen_pt, "deta": fakes.eta - host.gen_eta,
-               "dphi": delta_phi(fakes.phi, host.gen_phi), "charge": fakes.charge,
-               **_properties(fakes)}
-    fake_flow = row_table(chunk, context, targets, fakes.pt)
-
-    pileup = others[~inside]
-    activity = fake_jet.event_activity(chunk)
-    n_pileup = np.asarray(ak.num(pileup.pt), dtype=np.float64)
-    pileup_multiplicity = row_table(chunk, activity,
-                                    {"n": np.minimum(n_pileup, MAX_PILEUP_ELECTRONS)}, None)
-    per_electron = {k: ak.broadcast_arrays(v, pileup.pt)[0]
-                    for k, v in {**activity, "n_fake": n_pileup}.items()}
-    pileup_flow = row_table(chunk, per_electron,
-                            {"pt": pileup.pt, "eta": pileup.eta, "phi": pileup.phi,
-                             "charge": pileup.charge, **_properties(pileup)}, pileup.pt)
     return {"electron_efficiency": efficiency, "electron_flow": flow,
-            "fake_electron_multiplicity": multiplicity, "fake_electron_flow": fake_flow,
-            "pileup_electron_multiplicity": pileup_multiplicity,
-            "pileup_electron_flow": pileup_flow}
-
-
-def _sample_fakes(gen: dict, models, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
-    """Electrons from jets: flat fields (grouped by event) and counts per event."""
-    jets = jet.gen_jets(gen)
-    per_event = np.asarray(ak.num(jets.gen_pt))
-    per_jet, context, out = sample_counted(
-        models["fake_electron_multiplicity"], models["fake_electron_flow"],
-        {c.name: flat(jets[c.name]) for c in jet.CONTEXT}, rng)
-    out.update(pt=context["gen_pt"] * out.pop("pt_ratio"), eta=context["gen_eta"] + out.pop("deta"),
-               phi=delta_phi(context["gen_phi"] + out.pop("dphi"), 0.0))
-    event_of_jet = np.repeat(np.arange(len(per_event)), per_event)
-    return out, np.bincount(event_of_jet, weights=per_jet, minlength=len(per_event)).astype(np.int64)
+            **fake_tables(chunk, "electron", others, _properties, MAX_FAKES_PER_JET,
+                          MAX_PILEUP_ELECTRONS)}
 
 
 def mva_score(raw: np.ndarray) -> np.ndarray:
@@ -261,35 +198,15 @@ def simulate(gen: dict, models, rng: np.random.Generator, rho: np.ndarray) -> ak
     matched = _fields(matched)
     matched["genPartIdx"] = flat(kept.index)
     matched["genPartFlav"] = flat(gen_flavour(kept))
-    fakes, fake_counts = _sample_fakes(gen, models, rng)
-    pileup_counts, _, pileup = sample_counted(models["pileup_electron_multiplicity"],
-                                              models["pileup_electron_flow"],
-                                              fake_jet.event_activity(gen), rng)
-    # electrons from jets and from pileup, each event's from jets first
-    order = np.argsort(np.concatenate([np.repeat(np.arange(n_events), fake_counts),
-                                       np.repeat(np.arange(n_events), pileup_counts)]),
-                       kind="stable")
-    fakes = _fields({k: np.concatenate([np.asarray(fakes[k], np.float64),
-                                        np.asarray(pileup[k], np.float64)])[order]
-                     for k in set(fakes) & set(pileup)})
-    evt = {"matched": np.repeat(np.arange(n_events), counts),
-           "fakes": np.repeat(np.arange(n_events), fake_counts + pileup_counts)}
-    offsets = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(gen["GenPart"].pt)))])
-    taken = (offsets[evt["matched"]] + matched["genPartIdx"]).astype(np.int64)
-    fakes["genPartIdx"], fakes["genPartFlav"] = gen_match(
-        {"evt": evt["fakes"], **{k: fakes[k] for k in ("pt", "eta", "phi")}}, gen["GenPart"],
-        n_events, (11, 22), taken=taken)
-    names = sorted(set(matched) & set(fakes))
-    fields = {k: np.concatenate([np.asarray(matched[k], np.float64), np.asarray(fakes[k], np.float64)])
-              for k in names}
-    event = np.concatenate([evt["matched"], evt["fakes"]])
+    matched_event = np.repeat(np.arange(n_events), counts)
+    fakes, fake_event = sample_fakes(gen, "electron", models, rng, matched_event,
+                                     matched["genPartIdx"], (11, 22))
+    fakes = _fields(fakes)
+    fields = joined(matched, fakes)
+    event = np.concatenate([matched_event, fake_event])
     rho = np.asarray(rho, np.float64)
     fields.update(derived_ids(fields, rho[event]))
     fields["photonIdx"] = np.full(len(event), -1)
     fields["cleanmask"] = np.ones(len(event))
     fields = {k: v for k, v in fields.items() if k not in HIDDEN}
-    keep = fields["pt"] > PT_MIN
-    order = np.lexsort((-fields["pt"], event))
-    order = order[keep[order]]
-    record = ak.zip(typed("Electron", {k: v[order] for k, v in fields.items()}))
-    return ak.unflatten(record, np.bincount(event[order], minlength=n_events))
+    return pt_ordered("Electron", fields, event, fields["pt"] > PT_MIN, n_events)

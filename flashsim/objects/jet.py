@@ -63,7 +63,7 @@ from flashsim.objects.common import (
     nearest,
     typed,
 )
-from flashsim.objects.muon import gen_muons
+from flashsim.objects.lepton import gen_leptons
 
 __all__ = [
     "JET_CONTINUOUS",
@@ -143,7 +143,7 @@ def gen_jets(gen: dict) -> ak.Array:
     parton = abs(jets.partonFlavour)
     near_dr, near_index = nearest(jets.eta, jets.phi, jets.eta, jets.phi, exclude_self=True)
     near_pt = ak.fill_none(jets.pt[ak.mask(near_index, near_index >= 0)], 0.0)
-    mu = gen_muons(gen)
+    mu = gen_leptons(gen, 13)  # the GEN muons (flashsim.objects.muon.gen_muons)
     mu_dr, _ = nearest(jets.eta, jets.phi, mu.gen_eta, mu.gen_phi)
     part = gen["GenPart"]
     forward = part[(part.status == 1) & (abs(part.pdgId) == 13) & (abs(part.eta) >= 2.5)]

@@ -29,6 +29,7 @@ from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark
 
 __all__ = [
     "CONTEXT",
+    "flow_targets",
     "gen_flavour",
     "gen_leptons",
     "hadron_flavour",
@@ -157,6 +158,17 @@ def training_pairs(chunk: dict, gen: ak.Array, reco: ak.Array
         flat(per_gen[0]), np.asarray(ak.flatten(per_gen[1]), dtype=np.uint64))
     matched, position = _match(reco.genPartIdx, gen.index)
     return table, reco[matched], gen[position[matched]], reco[~matched]
+
+
+def flow_targets(relative: bool, charge: str, properties: tuple[ColumnSpec, ...]
+                 ) -> tuple[ColumnSpec, ...]:
+    """Flow target columns: pT, eta, phi (as ratio and offsets to a GEN object when
+    ``relative``), the charge column (``charge_flip`` relative to a GEN lepton, or ``charge``)
+    and the lepton's ``properties``."""
+    kinematics = ("pt_ratio", "deta", "dphi") if relative else ("pt", "eta", "phi")
+    return (ColumnSpec(kinematics[0], transform="log"), ColumnSpec(kinematics[1], spikes=False),
+            ColumnSpec(kinematics[2], spikes=False),
+            ColumnSpec(charge, "discrete", values=(-1.0, 1.0)), *properties)
 
 
 def kinematic_targets(reco: ak.Array, g: ak.Array) -> dict:
