@@ -159,6 +159,9 @@ def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed, b
                            device=device, seed=seed, bayesian=bayesian or None,
                            progress=_show_progress(quiet))
     for name, m in metrics.items():
+        if "skipped" in m:
+            click.echo(f"{name:24s} not trained: {m['skipped']}")
+            continue
         click.echo(f"{name:24s} validation {m['loss']} {m['validation_loss']:.4f} "
                    f"(best epoch {m['best_epoch']})")
 

@@ -119,13 +119,36 @@ def test_electron_pairs_respect_genpartidx(chunk):
                                np.sort(ak.to_numpy(ak.flatten(reco.mvaFall17V2Iso[good]))),
                                atol=1e-6)
     assert set(np.unique(flow["vid_dEtaInSeed"])) <= {0, 1, 2, 3, 4}
-    # every other electron is an electron from a jet or, without a GenJet near it, from pileup
-    fakes, pileup = tables["fake_electron_flow"], tables["pileup_electron_flow"]
-    assert len(fakes) + len(pileup) == ak.sum(~good)
-    assert len(tables["fake_electron_multiplicity"]) == ak.sum(ak.num(chunk["GenJet"]))
-    assert tables["fake_electron_multiplicity"].target["n"].sum() == len(fakes)
-    assert len(tables["pileup_electron_multiplicity"]) == len(chunk["event"])
-    assert tables["pileup_electron_multiplicity"].target["n"].sum() == len(pileup)
+
+
+@pytest.mark.parametrize(("lepton", "collection", "pdg_id"),
+                         [("electron", "Electron", 11), ("muon", "Muon", 13)])
+def test_leptons_without_gen_partner_are_fakes_from_jets_or_pileup(chunk, lepton, collection,
+                                                                   pdg_id):
+    """Every RECO lepton without a GEN lepton is a training row of the per-GenJet fake flow
+    (within 0.4 of a GenJet) or of the per-event pileup flow, with the properties the
+    GEN-matched flow learns and its own charge."""
+    from flashsim.kinematics import delta_r
+
+    tables = OBJECTS[lepton].training_tables(chunk)
+    reco, _, good = _paired(chunk, collection, pdg_id)
+    fakes, pileup = tables[f"fake_{lepton}_flow"], tables[f"pileup_{lepton}_flow"]
+    assert len(fakes) + len(pileup) == ak.sum(~good) > 0
+    others = reco[~good]
+    gen_jets = chunk["GenJet"]
+    near = ak.any(delta_r(others.eta[:, :, None], others.phi[:, :, None],
+                          gen_jets.eta[:, None, :], gen_jets.phi[:, None, :]) < 0.4, axis=2)
+    assert len(fakes) == ak.sum(near) and len(pileup) == ak.sum(~near)
+    assert len(tables[f"fake_{lepton}_multiplicity"]) == ak.sum(ak.num(chunk["GenJet"]))
+    assert tables[f"fake_{lepton}_multiplicity"].target["n"].sum() == len(fakes)
+    assert len(tables[f"pileup_{lepton}_multiplicity"]) == len(chunk["event"])
+    assert tables[f"pileup_{lepton}_multiplicity"].target["n"].sum() == len(pileup)
+    np.testing.assert_array_equal(np.sort(pileup.target["pt"]),
+                                  np.sort(ak.to_numpy(ak.flatten(others.pt[~near]))))
+    matched_targets = set(tables[f"{lepton}_flow"].target) - {"charge_flip", "pt_ratio"}
+    for table in (fakes, pileup):
+        assert set(np.unique(table.target["charge"])) <= {-1.0, 1.0}
+        assert matched_targets - {"deta", "dphi"} <= set(table.target)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +163,9 @@ def onnx_models(models, tmp_path_factory):
 
 def test_simulation_output(models, chunk):
     loaded = load_models(models)
-    assert set(loaded) == set(MODEL_SPECS)
+    # nano_dy.root has one fake muon from a jet and one from pileup: too few to train on
+    assert set(loaded) == set(MODEL_SPECS) - set(OBJECTS["muon"].FAKE_MODELS)
+    assert loaded.skipped == ("fake muon",) and "`flashsim train muon`" in loaded.notes[0]
     reco = simulate_reco(chunk, loaded, np.random.default_rng(7))
     muons, jets = reco["Muon"], reco["Jet"]
     assert len(muons) == len(jets) == len(reco["MET"]) == len(chunk["event"])
@@ -190,7 +215,7 @@ def test_electrons_draw_their_own_random_stream(models, chunk, tmp_path):
         path.unlink()
     write_manifest(no_electrons)
     loaded = load_models(no_electrons)
-    assert loaded.skipped == ("electron",) and "no electron models" in loaded.notes[0]
+    assert loaded.skipped == ("electron", "fake muon") and "no electron models" in loaded.notes[0]
     without = simulate_reco(chunk, loaded, np.random.default_rng(5))
     with_electrons = simulate_reco(chunk, load_models(models), np.random.default_rng(5))
     assert "Electron" not in without and "Electron" in with_electrons
@@ -396,3 +421,70 @@ def test_electron_mva_scores_at_the_training_clip_come_back_as_one():
     np.testing.assert_array_equal(back[[0, -1]], [-1.0, 1.0])
     np.testing.assert_allclose(back[1:-1], scores[1:-1], rtol=1e-6)
     assert np.all(np.abs(back[1:-1]) < 1)
+
+
+@pytest.fixture(scope="module")
+def fake_muon_models(models, tmp_path_factory):
+    """The tiny models plus fake-muon models trained (``--model``) on 300 reference-detector
+    ttbar events (7 fake muons from jets, 11 from pileup)."""
+    import shutil
+
+    from conftest import TINY_ARCHITECTURE
+
+    from flashsim.objects.training import train_object
+    from flashsim.production import generate_file
+
+    out = tmp_path_factory.mktemp("fake_muons")
+    ttbar = out / "ttbar_300.root"
+    generate_file("ttbar", 300, ttbar, seed=1_900_019, refsim=True, progress=False)
+    directory = out / "models"
+    shutil.copytree(models, directory)
+    metrics = train_object("muon", [ttbar], directory, only=list(OBJECTS["muon"].FAKE_MODELS),
+                           epochs=1, architecture=TINY_ARCHITECTURE, progress=False)
+    assert set(metrics) == set(OBJECTS["muon"].FAKE_MODELS)
+    return directory, ttbar
+
+
+@pytest.mark.slow  # generates 300 ttbar events and trains four models
+def test_fake_muons_join_the_muons_of_gen_muons(fake_muon_models):
+    """With fake-muon models, the muons of GEN muons are unchanged and the fakes are muons
+    with every Muon field, GEN-matched to a muon outside the GEN selection or genPartFlav 0."""
+    from flashsim.nanoaod.reader import GEN_COLLECTIONS
+
+    directory, ttbar = fake_muon_models
+    gen = read_chunk(ttbar, GEN_COLLECTIONS)
+    loaded = load_models(directory)
+    assert set(OBJECTS["muon"].FAKE_MODELS) <= set(loaded) and loaded.skipped == ()
+    with_fakes = simulate_reco(gen, loaded, np.random.default_rng(11))["Muon"]
+    without = simulate_reco(gen, load_models(directory, required=[
+        n for n in MODEL_SPECS if n not in OBJECTS["muon"].FAKE_MODELS]),
+        np.random.default_rng(11))["Muon"]
+    assert ak.fields(with_fakes) == ak.fields(without)
+    n_fake = ak.num(with_fakes) - ak.num(without)
+    assert ak.all(n_fake >= 0) and ak.sum(n_fake) > 0
+    # the muons of GEN muons are drawn as before; the fakes come on top, pT-ordered
+    flat_with = ak.to_numpy(ak.flatten(with_fakes.pt))
+    assert np.isin(ak.to_numpy(ak.flatten(without.pt)), flat_with).all()
+    assert ak.all(with_fakes.pt[:, :-1] >= with_fakes.pt[:, 1:])
+    is_fake = ~np.isin(flat_with, ak.to_numpy(ak.flatten(without.pt)))
+    fakes = with_fakes[ak.unflatten(is_fake, ak.num(with_fakes))]
+    assert ak.sum(ak.num(fakes)) == ak.sum(n_fake)
+    assert ak.all(fakes.pt > OBJECTS["muon"].PT_MIN)
+    assert ak.all(fakes.pdgId == -13 * fakes.charge)
+    for field in ak.fields(fakes):
+        assert np.isfinite(ak.to_numpy(ak.flatten(fakes[field])).astype(np.float64)).all(), field
+    unmatched = fakes.genPartIdx < 0
+    assert ak.all(fakes.genPartFlav[unmatched] == 0)
+    matched = fakes[~unmatched]
+    assert ak.all(abs(gen["GenPart"][matched.genPartIdx].pdgId) == 13)
+    assert ak.all(matched.genPartFlav > 0)
+    # a muon of a GEN muon and a fake never claim the same GEN particle
+    idx = with_fakes.genPartIdx[with_fakes.genPartIdx >= 0]
+    assert ak.all(ak.num(idx) == ak.num(_unique_per_event(idx)))
+
+
+def _unique_per_event(values: ak.Array) -> ak.Array:
+    ordered = ak.sort(values, axis=1)
+    keep = ak.concatenate([ak.ones_like(ordered[:, :1], dtype=bool),
+                           ordered[:, 1:] != ordered[:, :-1]], axis=1)
+    return ordered[keep]

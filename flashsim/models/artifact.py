@@ -276,14 +276,15 @@ class ModelSet(dict):
     the optional groups of models (objects) the directory has none of (``skipped``)."""
 
     def __init__(self, models: dict[str, Model], directory: Path, backend: str,
-                 manifest: dict[str, Any], skipped: dict[str, tuple[str, ...]] | None = None
-                 ) -> None:
+                 manifest: dict[str, Any], skipped: dict[str, tuple[str, ...]] | None = None,
+                 trained_by: dict[str, str] | None = None) -> None:
         super().__init__(models)
         self.directory = directory
         self.backend = backend
         self.manifest = manifest
         self.skipped = tuple(skipped or ())
         self._skipped_models = dict(skipped or {})
+        self._trained_by = dict(trained_by or {})  # skipped group -> `flashsim train` object
 
     @property
     def weighted(self) -> bool:
@@ -308,8 +309,8 @@ class ModelSet(dict):
     @property
     def notes(self) -> list[str]:
         """What a user should know about this model set: one line per skipped group."""
-        return [f"{self.directory} has no {name} models ({', '.join(models)}): the output has "
-                f"no {name.capitalize()} collection; train them with `flashsim train {name}`"
+        return [f"{self.directory} has no {name} models ({', '.join(models)}): no {name}s are "
+                f"simulated; train them with `flashsim train {self._trained_by.get(name, name)}`"
                 for name, models in self._skipped_models.items()]
 
 
@@ -459,6 +460,8 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     manifest = _read_manifest(directory)
     skipped = {group: tuple(names) for group, names in (optional or {}).items()
                if not any(n in manifest["models"] for n in names)}
+    trained_by = {group: specs[names[0]].object for group, names in skipped.items()
+                  if names and names[0] in specs}
     specs = {n: spec for n, spec in specs.items()
              if not any(n in names for names in skipped.values())}
     missing = [n for n in specs if n not in manifest["models"]]
@@ -492,7 +495,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
                 model.dctr = refiner
         model.weighted = weights and model.kind == "flow"
         models[name] = model
-    return ModelSet(models, directory, backend, manifest, skipped)
+    return ModelSet(models, directory, backend, manifest, skipped, trained_by)
 
 
 def _load_refiner(directory: Path, name: str, manifest: dict[str, Any], backend: str,

@@ -66,7 +66,10 @@ from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 
-__all__ = ["TrainConfig", "constant_targets", "load_config", "train_model", "validation_mask"]
+__all__ = ["MIN_ROWS", "TrainConfig", "constant_targets", "load_config", "train_model", "validation_mask"]
+
+MIN_ROWS = 2
+"""The fewest training rows a model can be fitted (and validated) on."""
 
 _DEFAULT_ARCH = {
     "flow": DEFAULT_FLOW,
@@ -192,7 +195,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                 provenance: dict[str, Any] | None = None, *, progress: bool = True) -> Model:
     """Fit preprocessing and network of model ``spec`` on ``table``; save the artifact."""
     out_dir = Path(out_dir)
-    if len(table) < 2:
+    if len(table) < MIN_ROWS:
         raise FlashSimError(f"{spec.name}: only {len(table)} training rows; give more events "
                             "with --data / --max-events")
     kind = spec.kind

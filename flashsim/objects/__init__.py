@@ -12,9 +12,10 @@ What the processor calls::
     reco = simulate_reco(gen_chunk, models, np.random.default_rng(seed))
     # {"Muon", "Electron", "Jet", "MET", "PV", "fixedGridRhoFastjetAll"} in the writer's format
 
-Electrons are optional (:data:`OPTIONAL_OBJECTS`): a model directory without any electron
-model (such as one trained before electrons existed) simulates everything else as before
-and writes no ``Electron`` collection; ``load_models(...).notes`` says so.
+Electrons and fake muons are optional (:data:`OPTIONAL_MODELS`): a model directory without
+any electron model (such as one trained before electrons existed) simulates everything else
+as before and writes no ``Electron`` collection; one without the fake-muon models (trained
+before they existed) writes the muons of GEN muons alone. ``load_models(...).notes`` says so.
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ from flashsim.models.artifact import ModelSet, load_model_set
 from flashsim.models.spec import ModelSpec
 from flashsim.objects import crossref, electron, fake_jet, jet, met, muon
 
-__all__ = ["EVENT_WEIGHT_CLIP", "MODEL_SPECS", "OBJECTS", "OPTIONAL_OBJECTS", "event_weight",
+__all__ = ["EVENT_WEIGHT_CLIP", "MODEL_SPECS", "OBJECTS", "OPTIONAL_MODELS", "event_weight",
            "load_models", "simulate_reco"]
 
 OBJECTS = {"muon": muon, "electron": electron, "jet": jet, "fake_jet": fake_jet, "met": met}
 EVENT_WEIGHT_CLIP = 100.0
 """Upper bound of the DCTR event weight ``flashsimWeight`` (``flashsim simulate --weights``)."""
-OPTIONAL_OBJECTS = ("electron",)
-"""Objects a model directory may lack entirely (then they are not simulated)."""
+OPTIONAL_MODELS = {"electron": tuple(electron.MODELS), "fake muon": tuple(muon.FAKE_MODELS)}
+"""Groups of models a model directory may lack entirely (then they are not simulated); part
+of a group is an error. Fake muons are optional because model sets trained before they
+existed (the shipped one until it is retrained) are otherwise complete, and without them
+flashsim simulates what it did then."""
 MODEL_SPECS: dict[str, ModelSpec] = {name: spec for module in OBJECTS.values()
                                      for name, spec in module.MODELS.items()}
 
@@ -52,7 +56,7 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     latent refiner in the directory (``flashsim refine``) sample through it; with ``weights``
     (and not ``refine``) the flows' samples carry their DCTR weights instead.
 
-    The models of :data:`OPTIONAL_OBJECTS` are loaded when the directory has them and left
+    The model groups of :data:`OPTIONAL_MODELS` are loaded when the directory has them and left
     out (``ModelSet.skipped``, ``ModelSet.notes``) when it has none of them.
 
     Raises :class:`~flashsim.errors.FlashSimError` when the directory is missing, has no
@@ -74,8 +78,7 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     flashsim.errors.FlashSimError: model directory no/such/directory does not exist: ...
     """
     names = list(MODEL_SPECS) if required is None else required
-    optional = ({name: tuple(OBJECTS[name].MODELS) for name in OPTIONAL_OBJECTS}
-                if required is None else None)
+    optional = OPTIONAL_MODELS if required is None else None
     return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device,
                           optional, refine, weights)
 
@@ -89,8 +92,9 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     muons in no jet and ``multiIsoId`` set, :func:`~flashsim.objects.muon.with_jet_variables`),
     then MET (given the flash objects) and the pileup observables, then — when ``models`` has them — electrons
     (their working points need the simulated rho) and the electron-jet cross-references.
-    Electrons draw from their own stream (``rng.spawn``), so the other collections do not
-    depend on whether electrons are simulated. ``Muon_genPartIdx`` and
+    Electrons and fake muons draw from streams of their own (``rng.spawn``), so the other
+    collections do not depend on whether electrons are simulated, nor the GEN-matched muons
+    on whether fake muons are (the jets' muon counts and MET do, as they should). ``Muon_genPartIdx`` and
     ``Electron_genPartIdx`` point into ``gen["GenPart"]``, ``Jet_genJetIdx`` into
     ``gen["GenJet"]``; -1 = no match.
 
@@ -103,9 +107,9 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     def stage(name: str):
         return _timed(timings, name)
 
-    electron_rng = rng.spawn(1)[0]
+    electron_rng, fake_muon_rng = rng.spawn(2)
     with stage("muon"):
-        muons = muon.simulate(gen, models, rng)
+        muons = muon.simulate(gen, models, rng, fake_muon_rng)
     with stage("jet"):
         matched = jet.simulate(gen, models, rng)
     with stage("fake_jet"):

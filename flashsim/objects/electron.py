@@ -53,19 +53,18 @@ import numpy as np
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.nanoaod.electron_working_points import HIDDEN, derived_ids, hidden_from_bitmaps
-from flashsim.objects.common import discrete, flat
+from flashsim.objects.common import discrete
 from flashsim.objects.fake_lepton import fake_models, fake_tables, joined, pt_ordered, sample_fakes
 from flashsim.objects.lepton import (
     CONTEXT,
     flow_targets,
-    gen_flavour,
     gen_leptons,
     impact_parameter_3d,
     ip3d_error_ratio,
     kinematic_targets,
     row_table,
-    sample_reconstructed,
     significance_3d,
+    simulate_matched,
     training_pairs,
 )
 
@@ -193,16 +192,12 @@ def simulate(gen: dict, models, rng: np.random.Generator, rho: np.ndarray) -> ak
     :func:`flashsim.objects.crossref.link`.
     """
     n_events = len(gen["event"])
-    kept, _, matched, counts = sample_reconstructed(gen_electrons(gen), models["electron_efficiency"],
-                                                    models["electron_flow"], rng)
-    matched = _fields(matched)
-    matched["genPartIdx"] = flat(kept.index)
-    matched["genPartFlav"] = flat(gen_flavour(kept))
-    matched_event = np.repeat(np.arange(n_events), counts)
+    matched, matched_event = simulate_matched(gen_electrons(gen), models["electron_efficiency"],
+                                              models["electron_flow"], rng, _fields)
     fakes, fake_event = sample_fakes(gen, "electron", models, rng, matched_event,
                                      matched["genPartIdx"], (11, 22))
     fakes = _fields(fakes)
-    fields = joined(matched, fakes)
+    fields = joined(dict(sorted(matched.items())), fakes)
     event = np.concatenate([matched_event, fake_event])
     rho = np.asarray(rho, np.float64)
     fields.update(derived_ids(fields, rho[event]))

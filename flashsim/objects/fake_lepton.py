@@ -143,10 +143,10 @@ def sample_fakes(gen: dict, lepton: str, models, rng: np.random.Generator,
 
 
 def joined(first: dict, second: dict) -> dict[str, np.ndarray]:
-    """The fields both flat ``first`` and ``second`` have, as float64: ``first``'s objects,
-    then ``second``'s."""
+    """The fields both flat ``first`` and ``second`` have, in ``first``'s order, as float64:
+    ``first``'s objects, then ``second``'s."""
     return {k: np.concatenate([np.asarray(first[k], np.float64), np.asarray(second[k], np.float64)])
-            for k in sorted(set(first) & set(second))}
+            for k in first if k in second}
 
 
 def pt_ordered(collection: str, fields: dict[str, np.ndarray], event: np.ndarray,

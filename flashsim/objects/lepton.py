@@ -18,6 +18,8 @@ learns the RECO lepton of a reconstructed GEN lepton through
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import awkward as ak
 import numpy as np
 
@@ -39,6 +41,7 @@ __all__ = [
     "momentum_delta",
     "row_table",
     "sample_reconstructed",
+    "simulate_matched",
     "significance_3d",
     "training_pairs",
 ]
@@ -214,3 +217,15 @@ def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generat
                phi=delta_phi(g["gen_phi"] + out.pop("dphi"), 0.0),
                charge=out.pop("charge_flip") * g["gen_charge"])
     return kept, g, out, counts
+
+
+def simulate_matched(gen: ak.Array, efficiency, flow, rng: np.random.Generator,
+                     assemble: Callable[[dict], dict]) -> tuple[dict, np.ndarray]:
+    """The RECO leptons of the GEN leptons ``gen`` (:func:`sample_reconstructed`), their
+    sampled targets made branches by ``assemble``, with ``genPartIdx`` and ``genPartFlav``
+    (:func:`gen_flavour`); and the event of each."""
+    kept, _, sampled, counts = sample_reconstructed(gen, efficiency, flow, rng)
+    fields = assemble(sampled)
+    fields["genPartIdx"] = flat(kept.index)
+    fields["genPartFlav"] = flat(gen_flavour(kept))
+    return fields, np.repeat(np.arange(len(counts)), counts)
