@@ -13,22 +13,40 @@ Sampling is :math:`y = f_c^{-1}(z)` for a noise matrix :math:`z` given by the ca
 noise and the random stream stays in numpy. With ``passes=2`` (coupling layers) the
 inverse costs two network evaluations per layer instead of one per feature.
 
+With ``passes=2`` each layer splits the targets into two halves, transforms one half
+elementwise given the other and the context. zuko alternates the order of the targets from
+layer to layer, which swaps the halves' roles but keeps the same split, so two targets in the
+same half never condition each other in any layer: their dependence must pass through the
+other half. With ``orders: index_bits`` in the architecture, layer :math:`t` splits the
+targets by bit :math:`t \bmod B` of their index (:math:`B = \lceil \log_2 n \rceil`;
+:func:`coupling_orders`), so any two targets whose indices differ in one of the first
+``transforms`` bits are split in some layer, as the fixed permutations between the coupling
+layers of RealNVP and Glow do (Dinh et al. 2017, arXiv:1605.08803; Kingma and Dhariwal 2018,
+arXiv:1807.03039). Measured on the muon flow, whose ID flags and station counts all fell into
+one half: with the alternating split, flash gave 3.4% of held-out VBF muons (pT > 20 GeV)
+global with one station and 3.1% not global with two or more (reference detector: 0.87% and
+0.96%), so its stored tight cuts passed 2.6% too rarely.
+
 With ``bayesian: true`` in the architecture the hypernetworks' linear layers get Gaussian
 weights (:mod:`flashsim.models.bayesian`, prior width ``prior_sigma``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import zuko
 from torch import nn
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
+from zuko.transforms import MonotonicRQSTransform
 
 from flashsim.models.bayesian import DEFAULT_PRIOR_SIGMA, make_bayesian
 from flashsim.models.classifier import mlp
 
-__all__ = ["DEFAULT_CINN", "DEFAULT_FLOW", "ConditionalINN", "FlowSampler", "build_flow"]
+__all__ = ["DEFAULT_CINN", "DEFAULT_FLOW", "ConditionalINN", "FlowSampler", "build_flow",
+           "coupling_orders"]
 
 DEFAULT_FLOW: dict[str, Any] = {
     "transforms": 4,
@@ -44,23 +62,52 @@ DEFAULT_CINN: dict[str, Any] = {
 }
 
 
+def coupling_orders(features: int, transforms: int) -> list[torch.Tensor]:
+    """Per layer, the rank of each target for zuko's masked transforms (``order``): layer
+    ``t`` ranks first the targets whose index has bit ``t mod B`` equal to ``t mod 2``, then
+    the others, each group by index (module doc), so with ``passes=2`` the halves follow the
+    bit (up to the one or two targets a group has beyond half of them).
+
+    >>> [o.tolist() for o in coupling_orders(4, 2)]
+    [[0, 2, 1, 3], [2, 3, 0, 1]]
+    """
+    index = torch.arange(features)
+    bits = max(1, (features - 1).bit_length())
+    orders = []
+    for t in range(transforms):
+        half = ((index >> (t % bits)) & 1) ^ (t % 2)
+        ranked = torch.argsort(half * features + index)
+        order = torch.empty_like(index)
+        order[ranked] = index
+        orders.append(order)
+    return orders
+
+
 def build_flow(features: int, context: int, arch: dict[str, Any] | None = None) -> zuko.flows.NSF:
     """A zuko NSF for ``features`` targets and ``context`` conditioning features.
 
     ``arch`` keys: ``transforms``, ``bins``, ``hidden_features``, ``passes`` (``None`` =
     fully autoregressive, 2 = coupling); missing keys take :data:`DEFAULT_FLOW`. Optional:
+    ``orders`` (``alternate``, zuko's and the default; ``index_bits``: :func:`coupling_orders`),
     ``bayesian`` (default false) and ``prior_sigma`` (:mod:`flashsim.models.bayesian`).
     """
     arch = {**DEFAULT_FLOW, **(arch or {})}
     passes = arch["passes"]
-    flow = zuko.flows.NSF(
-        features=features,
-        context=context,
-        transforms=int(arch["transforms"]),
-        bins=int(arch["bins"]),
-        hidden_features=tuple(int(h) for h in arch["hidden_features"]),
-        passes=None if passes is None else int(passes),
-    )
+    layer = {"context": context, "bins": int(arch["bins"]),
+             "hidden_features": tuple(int(h) for h in arch["hidden_features"]),
+             "passes": None if passes is None else int(passes)}
+    flow = zuko.flows.NSF(features=features, transforms=int(arch["transforms"]), **layer)
+    orders = arch.get("orders", "alternate")
+    if orders == "index_bits":
+        # the NSF layers again, each with its own order (its masks follow from the order)
+        flow.transform.transforms = nn.ModuleList(
+            MaskedAutoregressiveTransform(
+                features=features, order=order, univariate=partial(MonotonicRQSTransform, slope=1e-3),
+                shapes=[(layer["bins"],), (layer["bins"],), (layer["bins"] - 1,)],
+                **{k: v for k, v in layer.items() if k != "bins"})
+            for order in coupling_orders(features, int(arch["transforms"])))
+    elif orders != "alternate":
+        raise ValueError(f"unknown flow orders {orders!r}: use alternate or index_bits")
     if arch.get("bayesian", False):
         make_bayesian(flow, float(arch.get("prior_sigma", DEFAULT_PRIOR_SIGMA)))
     return flow
