@@ -352,3 +352,59 @@ def test_heavy_tails_round_trip_instead_of_being_cut():
                        | {"lo": -4.0, "hi": 4.0})
     cut = old.inverse(old.forward(x))
     assert np.abs(cut - column.params["mean"]).max() <= 4 * column.params["std"] + 1e-9
+
+
+def test_index_bit_orders_split_every_pair_the_alternating_split_keeps_together():
+    """With 36 targets (the muon flow's) zuko's alternating order keeps each half together in
+    every layer (306 pairs never split); index_bits, within 5 layers, all but 4 of the 630
+    (bits 0-4; the halves of bits 3 and 4 are uneven for 36 targets, so ranks spill over)."""
+    import itertools
+
+    def never_split(arch):
+        flow = build_flow(36, 3, {**TINY, "transforms": 5, **arch})
+        halves = [t.order for t in flow.transform.transforms]
+        return {(i, j) for i, j in itertools.combinations(range(36), 2)
+                if all(h[i] == h[j] for h in halves)}
+
+    assert len(never_split({})) == 2 * 153
+    assert len(never_split({"orders": "index_bits"})) == 4
+    with pytest.raises(ValueError, match="unknown flow orders"):
+        build_flow(4, 1, {**TINY, "orders": "shuffled"})
+
+
+@pytest.mark.slow  # two small trainings, about 12 s
+def test_index_bit_orders_learn_a_pair_of_flags_in_one_half(tmp_path):
+    """Two flags equal in 97% of the rows, the second half of [a, b, f1, f2]: with zuko's
+    alternating split they are transformed independently in every layer and come out
+    independent (agreement 0.5); split by index bits, the flow learns the tie. The
+    index_bits artifact round-trips through save/load and ONNX."""
+    import onnxruntime as ort
+
+    from flashsim.models.onnx_export import export_model, onnx_parity
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    c = rng.normal(size=n)
+    f1 = (rng.random(n) < 0.5).astype(float)
+    targets = {"a": c + rng.normal(size=n), "b": rng.normal(size=n), "f1": f1,
+               "f2": np.where(rng.random(n) < 0.97, f1, 1 - f1)}
+    spec = ModelSpec("toy_flow", "toy", "flow", (ColumnSpec("c"),),
+                     (ColumnSpec("a"), ColumnSpec("b"),
+                      *(ColumnSpec(f, "discrete", values=(0.0, 1.0)) for f in ("f1", "f2"))))
+    agreement = {}
+    for orders in ("alternate", "index_bits"):
+        config = TrainConfig(epochs=60, patience=60, seed=1,
+                             architecture={**TINY, "hidden_features": [32, 32], "orders": orders})
+        table = TrainingTable({"c": c}, targets, np.ones(n), np.arange(n, dtype=np.uint64))
+        model = train_model(spec, table, tmp_path / orders, config, progress=False)
+        out = model.sample({"c": rng.normal(size=20000)}, np.random.default_rng(1))
+        agreement[orders] = np.mean(out["f1"] == out["f2"])
+    assert abs(agreement["alternate"] - 0.5) < 0.03
+    assert agreement["index_bits"] > 0.62
+    write_manifest(tmp_path / "index_bits")
+    loaded = load_model(tmp_path / "index_bits", "toy_flow")
+    again = loaded.sample({"c": np.linspace(-2, 2, 100)}, np.random.default_rng(2))
+    first = model.sample({"c": np.linspace(-2, 2, 100)}, np.random.default_rng(2))
+    for name in first:
+        np.testing.assert_array_equal(again[name], first[name])
+    assert onnx_parity(loaded, ort.InferenceSession(export_model(loaded))) < 1e-4
