@@ -17,14 +17,14 @@
 #
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
 # epochs, time and device): every model except jet_flow with this script's commands and
-# settings, on reference-detector v3 samples, on the 2-core development machine, one core per
-# group, at commit 950f330 (RECO floats dequantised; times with both cores busy and a third
-# process beside them: electron models 21 min, muon 64 min, MET and PV 16 min, fake jets 47 min,
-# jet_efficiency 25 s with `flashsim train jet --model jet_efficiency`: the jet step without
-# jet_flow); muon_flow again at 71d6210 (49 min) and fake_jet_flow at 47d64f0 (39 min), one
-# core each, with `--model muon_flow` / `--model fake_jet_flow` (the other models of those
-# steps read nothing those commits changed). jet_flow is still the detector-v1 one, trained with these settings on a lent
-# H200 GPU in 336 s; on CPU alone it takes about 3 hours, so its v3 retrain waits for a
+# settings, on reference-detector v3 samples, on the 2-core development machine, one process
+# per core: the jet step without jet_flow (`flashsim train jet --model jet_efficiency`), the
+# fake-jet and MET steps at 666b7c0 (tail compression; jet_efficiency 66 s, fake jets 34 min,
+# MET and PV 14 min); muon_efficiency at 0218b9e and muon_flow at 3efc7ac (`--model
+# muon_flow`, 38 min); the electron step (16 min) and the four fake-muon models (`--model
+# fake_muon_multiplicity ...`, 2 min) at 01e54f9. Later commits change nothing these models
+# read. jet_flow is still the detector-v1 one, trained with these settings on a lent
+# H200 GPU in 336 s; on CPU it takes about 3 hours, so its v3 retrain waits for a
 # session with a GPU (`training/train_defaults.sh cuda` retrains the whole set). That GPU run
 # could not import the NanoAOD schema, so jet_flow's jetId/puId value grids were fitted on the
 # observed range; its metadata records the repair ("allowed") that restores the schema's
