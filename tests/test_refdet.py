@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -86,7 +85,7 @@ def test_muon_resolution(samples):
 
 
 @pytest.mark.parametrize("source", ["refdet", "nano_dy"])
-def test_muon_cut_based_ids_are_stored_cuts_and_hidden_outcomes(samples, source):
+def test_muon_cut_based_ids_are_stored_cuts_and_hidden_outcomes(samples, source, reference_nano):
     """mediumId, tightId, softId, highPtId come back exactly from their stored cuts and the
     hidden bits recorded from them (reference-detector ttbar and the real CMS file), and no ID
     passes where one of its stored cuts fails: a muon with |dz| > 0.5 cm is never tight."""
@@ -100,8 +99,8 @@ def test_muon_cut_based_ids_are_stored_cuts_and_hidden_outcomes(samples, source)
     if source == "refdet":
         mu = samples["ttbar"][1]["Muon"]
     else:
-        mu = uproot.open(Path(__file__).parent / "data" / "nano_dy.root")["Events"].arrays(
-            filter_name="Muon_*", how="zip")["Muon"]
+        mu = uproot.open(reference_nano)["Events"].arrays(filter_name="Muon_*",
+                                                          how="zip")["Muon"]
     flat = {f: ak.to_numpy(ak.flatten(mu[f])) for f in mu.fields}
     hidden = {k: ak.to_numpy(ak.flatten(v)) for k, v in hidden_from_ids(mu).items()}
     rebuilt = cut_based_ids(flat, hidden)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["CUT_BASED_IDS", "DERIVED_IDS", "HIDDEN", "STORED_INPUTS", "cut_based_ids", "derived_ids", "hidden_from_ids",
-           "multi_iso_id", "stored_requirements"]
+           "loose_id", "multi_iso_id", "stored_requirements"]
 
 PF_ISO_WPS = (0.40, 0.25, 0.20, 0.15, 0.10, 0.05)
 MINI_ISO_WPS = (0.40, 0.20, 0.10, 0.05)
@@ -74,6 +74,12 @@ STORED_INPUTS = ("isGlobal", "isTracker", "isPFcand", "nStations", "nTrackerLaye
                  "segmentComp", "dxy", "dz", "ptErr", "pt")
 
 
+def loose_id(muon: Mapping) -> np.ndarray:
+    """The muon POG loose ID, all of whose cuts are on stored branches: ``isPFcand`` and
+    (``isGlobal`` or ``isTracker``)."""
+    return (muon["isPFcand"] > 0) & ((muon["isGlobal"] > 0) | (muon["isTracker"] > 0))
+
+
 def stored_requirements(muon: Mapping) -> dict:
     r"""The cuts of each cut-based ID on stored branches (numpy or awkward columns):
 
@@ -91,7 +97,7 @@ def stored_requirements(muon: Mapping) -> dict:
     adxy, adz = abs(muon["dxy"]), abs(muon["dz"])
     prompt = (adxy < 0.2) & (adz < 0.5) & layers
     high_pt = (stations >= 2) & (muon["ptErr"] / muon["pt"] < 0.3) & prompt
-    return {"mediumId": pf & (glob | trk) & ((glob & (seg > 0.303)) | (seg > 0.451)),
+    return {"mediumId": loose_id(muon) & ((glob & (seg > 0.303)) | (seg > 0.451)),
             "tightId": glob & pf & (stations >= 2) & prompt,
             "softId": trk & (stations >= 1) & layers & (adxy < 0.3) & (adz < 20.0),
             "highPtId_global": glob & high_pt, "highPtId_tracker": trk & high_pt}

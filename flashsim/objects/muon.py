@@ -106,6 +106,7 @@ from flashsim.nanoaod.muon_working_points import (
     cut_based_ids,
     derived_ids,
     hidden_from_ids,
+    loose_id,
     multi_iso_id,
 )
 from flashsim.objects.common import discrete
@@ -189,8 +190,7 @@ def exact_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     those whose inputs ``fields`` holds."""
     out = {}
     if {"isPFcand", "isGlobal", "isTracker"} <= set(fields):
-        out["looseId"] = (fields["isPFcand"] > 0) & ((fields["isGlobal"] > 0)
-                                                   | (fields["isTracker"] > 0))
+        out["looseId"] = loose_id(fields)
     if "ptErr" in fields:
         out["tightCharge"] = np.where(fields["ptErr"] / fields["pt"] < 0.2, 2, 0)
     if {"dxy", "dz"} <= set(fields):

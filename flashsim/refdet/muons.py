@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flashsim.nanoaod.muon_working_points import cut_based_ids
+from flashsim.nanoaod.muon_working_points import cut_based_ids, loose_id
 from flashsim.refdet.config import DetectorConfig
 from flashsim.refdet.leptons import IsolationPairs
 from flashsim.refdet.tracker import Tracks
@@ -114,8 +114,7 @@ def muon_ids(mu: dict) -> dict:
     """Cut-based IDs and the NanoAOD selection mask from the quality variables (module doc):
     the cuts on stored branches are :func:`~flashsim.nanoaod.muon_working_points.stored_requirements`'s,
     which the flash simulation shares, the rest the outcome of the hidden ones."""
-    glob, trk, pf = mu["isGlobal"], mu["isTracker"], mu["isPFcand"]
-    loose = pf & (glob | trk)
+    loose = loose_id(mu)
     chi2, pixel, hits = mu["_chi2"], mu["_pixel"], mu["_muon_hits"]
     hidden = {"mediumId_hidden": mu["_valid"] & ((mu["segmentComp"] > 0.451)
                                                  | ((chi2 < 3) & mu["_kink"])),
