@@ -62,10 +62,12 @@ from flashsim.objects.lepton import (
     impact_parameter_3d,
     ip3d_error_ratio,
     kinematic_targets,
+    neutral_isolation_targets,
     row_table,
     significance_3d,
     simulate_matched,
     training_pairs,
+    with_total_isolations,
 )
 
 __all__ = [
@@ -93,7 +95,7 @@ CONTINUOUS = {
     "deltaEtaSC": "none", "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log",
     "eCorr": "log", "eInvMinusPInv": "symlog",
     "hoe": "log", "sieie": "log", "r9": "none", "mass": "symlog",
-    "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "miniPFRelIso_all": "log",
+    "pfRelIso03_neutral": "log", "pfRelIso03_chg": "log", "miniPFRelIso_neutral": "log",
     "miniPFRelIso_chg": "log", "jetRelIso": "symlog", "jetPtRelv2": "symlog", "mvaTTH": "none",
     "dr03TkSumPt": "log", "dr03TkSumPtHEEP": "log", "dr03EcalRecHitSumEt": "log",
     "dr03HcalDepth1TowerSumEt": "log",
@@ -138,6 +140,7 @@ def _properties(reco: ak.Array) -> dict:
     for name in _MVA:
         if name in available:
             out[f"{name}_raw"] = np.arctanh(np.maximum(np.minimum(reco[name], _RAW_CLIP), -_RAW_CLIP))
+    out.update(neutral_isolation_targets(reco))
     out.update(hidden_from_bitmaps(reco))
     return out
 
@@ -170,7 +173,7 @@ def mva_score(raw: np.ndarray) -> np.ndarray:
 
 def _fields(out: dict) -> dict:
     """Sampled targets -> Electron branches (energy error, MVA scores, pdgId, ip3d, sip3d)."""
-    fields = dict(out)
+    fields = with_total_isolations(dict(out))
     if "dxy" in fields and "dz" in fields:
         fields["ip3d"] = impact_parameter_3d(fields["dxy"], fields["dz"], fields["eta"])
     if "ip3d_error_ratio" in fields:

@@ -119,10 +119,12 @@ from flashsim.objects.lepton import (
     ip3d_error_ratio,
     kinematic_targets,
     momentum_delta,
+    neutral_isolation_targets,
     row_table,
     significance_3d,
     simulate_matched,
     training_pairs,
+    with_total_isolations,
 )
 
 __all__ = [
@@ -151,8 +153,9 @@ TRAINING_NAMES = ["GenPart", "GenJet", "GenMET", "Pileup", "Muon", "Jet", "genWe
                   "luminosityBlock", "event"]
 
 _CONTINUOUS = {
-    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log", "pfRelIso03_all": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
-    "miniPFRelIso_all": "log", "miniPFRelIso_chg": "log", "tkRelIso": "log",
+    "dxy": "symlog", "dz": "symlog", "dxyErr": "log", "dzErr": "log",
+    "pfRelIso03_neutral": "log", "pfRelIso03_chg": "log", "pfRelIso04_all": "log",
+    "miniPFRelIso_neutral": "log", "miniPFRelIso_chg": "log", "tkRelIso": "log",
     "segmentComp": "none", "softMva": "none",
     "mvaLowPt": "none", "mvaTTH": "none", "tunepRelPt": "log",
 }
@@ -248,6 +251,7 @@ def _properties(reco: ak.Array, chunk: dict) -> dict:
     if "jetIdx" in available and "Jet" in chunk:
         targets.update(own_jet_offsets(reco, chunk["Jet"]))
     targets.update({name: reco[name] for name in (*_CONTINUOUS, *_DISCRETE) if name in available})
+    targets.update(neutral_isolation_targets(reco))
     if {*STORED_INPUTS, *CUT_BASED_IDS} <= available:
         targets.update(hidden_from_ids(reco))
     return targets
@@ -269,7 +273,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
 def _fields(sampled: dict) -> dict:
     """Sampled targets -> Muon branches (module doc): mass, pdgId, ptErr, the exact columns,
     sip3d, jetRelIso, jetPtRelv2, the cut-based and derived IDs."""
-    fields = dict(sampled)
+    fields = with_total_isolations(dict(sampled))
     fields["mass"] = np.full(len(fields["pt"]), MUON_MASS)
     fields["pdgId"] = -13 * fields["charge"]
     if "ptErr_rel" in fields:
