@@ -20,10 +20,10 @@
 # settings, on reference-detector v3 samples, on the 2-core development machine, one process
 # per core: the jet step without jet_flow (`flashsim train jet --model jet_efficiency`), the
 # fake-jet and MET steps at 666b7c0 (tail compression; jet_efficiency 66 s, fake jets 34 min,
-# MET and PV 14 min); muon_efficiency at 0218b9e and muon_flow at 3efc7ac (`--model
-# muon_flow`, 38 min); the electron step (16 min) and the four fake-muon models (`--model
-# fake_muon_multiplicity ...`, 2 min) at 01e54f9. Later commits change nothing these models
-# read. jet_flow is still the detector-v1 one, trained with these settings on a lent
+# MET and PV 14 min); muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min),
+# the electron step (31 min) and the four fake-muon models (`--model
+# fake_muon_multiplicity ...`, 3 min) at 8b020d0, beside other runs at the lowest priority.
+# Later commits change nothing these models read. jet_flow is still the detector-v1 one, trained with these settings on a lent
 # H200 GPU in 336 s; on CPU it takes about 3 hours, so its v3 retrain waits for a
 # session with a GPU (`training/train_defaults.sh cuda` retrains the whole set). That GPU run
 # could not import the NanoAOD schema, so jet_flow's jetId/puId value grids were fitted on the
