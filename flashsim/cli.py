@@ -191,8 +191,9 @@ def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
         if "skipped" in m:
             click.echo(f"{name:16s} no refiner: {m['skipped']}")
             continue
-        click.echo(f"{name:16s} held-out AUC flash {m['auc_flash']:.3f}, refined "
-                   f"{m['auc_refined']:.3f}, DCTR-weighted {m['auc_dctr_weighted']:.3f}; "
+        click.echo(f"{name:16s} held-out AUC (± {m['auc_null_sigma']:.3f}) flash "
+                   f"{m['auc_flash']:.3f}, refined {m['auc_refined']:.3f}, DCTR-weighted "
+                   f"{m['auc_dctr_weighted']:.3f}; "
                    f"weights: mean {m['weight_mean']:.3f}, ESS {m['effective_sample_size']:.2f}")
     click.echo(f"wrote {output}")
 

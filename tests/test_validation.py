@@ -235,7 +235,8 @@ EVENTS = [  # (muons, jets, selected?, region)
 ]
 
 
-def _write_tiny(path: Path, electrons: list | None = None) -> None:
+def _write_tiny(path: Path, electrons: list | None = None,
+                flashsim_weight: np.ndarray | None = None) -> None:
     from flashsim.nanoaod.writer import write_nanoaod
 
     n = len(EVENTS)
@@ -247,6 +248,8 @@ def _write_tiny(path: Path, electrons: list | None = None) -> None:
     }
     if electrons is not None:
         chunk["Electron"] = ak.Array(electrons)
+    if flashsim_weight is not None:
+        chunk["flashsimWeight"] = flashsim_weight
     write_nanoaod(path, chunk)
 
 
@@ -270,6 +273,25 @@ def test_hmumu_selection_on_tiny_nanoaod(tmp_path):
     # without an Electron collection the electron-veto row is reported as unknown
     assert bench["cutflow"]["vbf_hmumu_full"][-1]["cut"] == ELECTRON_VETO
     assert np.isnan(bench["cutflow"]["vbf_hmumu_full"][-1]["yield"])
+
+
+def test_hmumu_analysis_applies_the_dctr_event_weight(tmp_path):
+    """A flash file written with --weights is analysed as the reweighted sample: the event's
+    flashsimWeight multiplies its weight, in the columns and in the cut flow."""
+    from flashsim.validation.hmumu import CUTS, run_analysis
+
+    dctr = np.linspace(0.5, 2.0, len(EVENTS)).astype(np.float32)
+    plain, weighted = tmp_path / "plain.root", tmp_path / "weighted.root"
+    _write_tiny(plain)
+    _write_tiny(weighted, flashsim_weight=dctr)
+    results = run_analysis({"plain": [plain], "weighted": [weighted]})
+    columns = results["weighted"]["columns"]
+    order = np.argsort(columns["event"])
+    np.testing.assert_allclose(columns["weight"][order],
+                               results["plain"]["columns"]["weight"][order] * dctr, rtol=1e-6)
+    selected = np.array([e[2] for e in EVENTS])
+    assert results["weighted"]["cutflow"][CUTS[-1]] == pytest.approx(float(dctr[selected].sum()),
+                                                                     rel=1e-6)
 
 
 def test_hmumu_electron_veto_is_reported_not_applied(tmp_path):

@@ -23,7 +23,9 @@ The cuts are a coffea :class:`~coffea.analysis_tools.PackedSelection` and the cu
 its ``cutflow``, weighted with a :class:`~coffea.analysis_tools.Weights` of
 ``genWeight · σ · L / Σ genEventSumw`` (:func:`event_scales`, from the Runs trees). Flash
 files with K replicas per GEN event carry ``genEventSumw`` scaled by K, so each replica
-weighs 1/K. Kinematics use coffea's vector methods (four-vector sums, ``nearest``).
+weighs 1/K. Flash files written with ``flashsim simulate --weights`` also carry the DCTR event
+weight ``flashsimWeight``, which multiplies the event's weight: the analysis of such a file is
+that of the reweighted flash sample. Kinematics use coffea's vector methods (four-vector sums, ``nearest``).
 """
 
 from __future__ import annotations
@@ -202,6 +204,8 @@ class HmumuProcessor(processor.ProcessorABC):
         weights = Weights(n)
         if "genWeight" in events.fields:
             weights.add("genWeight", ak.to_numpy(events.genWeight).astype(np.float64))
+        if "flashsimWeight" in events.fields:
+            weights.add("flashsimWeight", ak.to_numpy(events.flashsimWeight).astype(np.float64))
         weights.add("normalisation", np.full(n, self.scales.get(dataset, 1.0)))
         cutflow = selection.cutflow(*CUTS[1:], weights=weights).result()
         columns["stage"] = _stage(cutflow)
