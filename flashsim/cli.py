@@ -181,7 +181,7 @@ def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed, b
                                              "terminal).")
 def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
     """Fit latent refiners (LaSeR) of the flows of --models on full-simulation files."""
-    from flashsim.models.refinement import RefineConfig
+    from flashsim.models.refinement import MIN_GAIN_SIGMAS, RefineConfig
     from flashsim.objects.refinement import refine_directory
 
     settings = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
@@ -194,7 +194,9 @@ def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
         click.echo(f"{name:16s} held-out AUC (± {m['auc_null_sigma']:.3f}) flash "
                    f"{m['auc_flash']:.3f}, refined {m['auc_refined']:.3f}, DCTR-weighted "
                    f"{m['auc_dctr_weighted']:.3f}; "
-                   f"weights: mean {m['weight_mean']:.3f}, ESS {m['effective_sample_size']:.2f}")
+                   f"weights: mean {m['weight_mean']:.3f}, ESS {m['effective_sample_size']:.2f}; "
+                   + ("samples through its refiner" if m["latent_refiner"] else
+                      f"samples alone (gain below {MIN_GAIN_SIGMAS:g}σ)"))
     click.echo(f"wrote {output}")
 
 

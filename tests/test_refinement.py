@@ -177,6 +177,33 @@ def test_refiner_round_trips_through_save_load_and_onnx(refined, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_refiner_no_better_than_its_flow_does_not_sample(refined, tmp_path):
+    """latent_refiner false (the held-out gain was within MIN_GAIN_SIGMAS): --refine samples
+    the flow alone, bit for bit, and --weights still has the refiner's DCTR weights."""
+    import shutil
+
+    directory, flow, refiner = refined
+    assert refiner.meta["latent_refiner"] and refiner.meta["metrics"]["latent_refiner"]
+    copy = tmp_path / "models"
+    shutil.copytree(directory, copy)
+    meta_path = copy / REFINERS / "toy_flow.json"
+    meta = json.loads(meta_path.read_text())
+    meta["latent_refiner"] = False
+    meta_path.write_text(json.dumps(meta))
+    write_manifest(copy)
+    test = toy(500, 4)
+    noise = np.random.default_rng(7).standard_normal((500, 2))
+    alone = load_model_set(copy, {"toy_flow": SPEC})
+    assert alone.refined == [] and alone["toy_flow"].refiner is None
+    sampled = alone["toy_flow"].sample(test.context, np.random.default_rng(0), noise)
+    unrefined = flow.sample(test.context, np.random.default_rng(0), noise)
+    for name in ("x1", "x2"):
+        assert np.array_equal(sampled[name], unrefined[name])
+    weighted = load_model_set(copy, {"toy_flow": SPEC}, refine=False, weights=True)
+    assert weighted["toy_flow"].dctr is not None
+
+
+@pytest.mark.slow
 def test_a_refiner_of_other_flow_weights_is_refused(refined, tmp_path):
     import shutil
 
@@ -235,12 +262,16 @@ def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_
         runs[label] = simulate([reference_nano], out, models=models, seed=3, refine=refine)
         runs[label]["events"] = uproot.open(out)["Events"].arrays(library="ak", how=dict)
     assert runs["flows"]["refined"] == runs["no_refine"]["refined"] == []
-    assert set(runs["refine"]["refined"]) == set(manifest["refiners"])
+    # only refiners that beat their flow on held-out rows sample (the toy tests that path)
+    sampling = {name for name, entry in manifest["refiners"].items()
+                if entry["metrics"]["latent_refiner"]}
+    assert set(runs["refine"]["refined"]) == sampling
     flows, no_refine, refine = (runs[k]["events"] for k in ("flows", "no_refine", "refine"))
     assert flows.keys() == no_refine.keys()
     for branch in flows:
         assert ak.array_equal(flows[branch], no_refine[branch]), branch
-    assert not ak.array_equal(refine["MET_pt"], flows["MET_pt"])
+        if not sampling:
+            assert ak.array_equal(flows[branch], refine[branch]), branch
     assert ak.array_equal(refine["GenPart_pt"], flows["GenPart_pt"])
 
     out = tmp_path / "weights.root"

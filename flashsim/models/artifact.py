@@ -438,7 +438,9 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     """The models named in ``specs`` from ``directory`` (default: the shipped models),
     with their networks on ``device`` (:func:`check_device`). With ``refine``, every flow that
     has a latent refiner in the directory (manifest key ``refiners``) samples through it
-    (:attr:`Model.refiner`); without, or without refiners, the flows sample as trained. With
+    (:attr:`Model.refiner`), unless the refinement found it no better than the flow alone
+    (``latent_refiner`` false: :data:`~flashsim.models.refinement.MIN_GAIN_SIGMAS`); without,
+    or without refiners, the flows sample as trained. With
     ``weights`` (only without ``refine``) every flow's samples carry their DCTR weight
     (:attr:`Model.weighted`; 1 for a flow without a refiner).
 
@@ -489,10 +491,10 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
                                 "re-run training or restore the directory")
         if (refine or weights) and name in manifest.get("refiners", {}):
             refiner = _load_refiner(directory, name, manifest, backend, device)
-            if refine:
-                model.refiner = refiner
-            else:
+            if not refine:
                 model.dctr = refiner
+            elif refiner.meta.get("latent_refiner", True):  # refiners older than the key sample
+                model.refiner = refiner
         model.weighted = weights and model.kind == "flow"
         models[name] = model
     return ModelSet(models, directory, backend, manifest, skipped, trained_by)

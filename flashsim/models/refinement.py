@@ -43,7 +43,12 @@ held-out rows a *different* classifier family, sklearn's histogram gradient boos
 one half of the held-out events and scored on the other, measures the ROC AUC of full vs flash
 without refinement, with the refiner, and with the DCTR weights (weighted AUC), plus the
 effective sample size :math:`(\sum w)^2 / (n \sum w^2)` of the weights. The refinement is thus
-never graded by its own classifier nor on its own events.
+never graded by its own classifier nor on its own events. The refined held-out rows reuse the
+flash rows' noise, so the two AUCs differ by the refinement alone, and ``auc_null_sigma`` is
+their statistical spread. The latent refiner is used for sampling (``latent_refiner`` in the
+artifact) only where it lowers the held-out AUC by more than :data:`MIN_GAIN_SIGMAS` times that
+spread; elsewhere the flow samples alone (and costs no refiner pass), and the artifact still
+gives its DCTR weights.
 
 A refiner artifact is a :class:`~flashsim.models.artifact.Model` of kind ``refiner`` whose network
 is a :class:`LatentRefiner` (the refiner and the DCTR classifier; the flow's context
@@ -85,13 +90,16 @@ from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 from flashsim.validation.metrics import auc_null_sigma, effective_sample_size
 
-__all__ = ["DEFAULT_REFINER", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights",
+__all__ = ["DEFAULT_REFINER", "MIN_GAIN_SIGMAS", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights",
            "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner", "identity_flow", "refine_model",
            "save_refiner",
            "weighted_held_out_auc"]
 
 MIN_ROWS = 10
 """Fewest rows of each split (training, early stopping, held out) a refinement needs."""
+MIN_GAIN_SIGMAS = 2.0
+"""A latent refiner samples only where it lowers the held-out AUC by more than this many times
+the AUC's statistical spread (module doc)."""
 DEFAULT_REFINER: dict[str, Any] = {"transforms": 2, "bins": 8, "hidden_features": [64, 64],
                                    "passes": 2}
 """The refiner's NSF: smaller than the flows, it only moves mass in the latent space."""
@@ -329,6 +337,8 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "auc_null_sigma": auc_null_sigma(int((~halves).sum()), int((~halves).sum())),
         "rows_held_out": int(held.sum()),
     }
+    metrics["latent_refiner"] = bool(metrics["auc_flash"] - metrics["auc_refined"]
+                                     > MIN_GAIN_SIGMAS * metrics["auc_null_sigma"])
     meta = {
         "name": flow.name, "object": flow.meta["object"], "kind": "refiner",
         "flow": flow.name, "flow_sha256": None,  # set by save_refiner
@@ -337,6 +347,7 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "classifier_hidden": list(config.classifier_hidden),
         "weight_clip": config.weight_clip,
         "weight_scale": weight_scale,
+        "latent_refiner": metrics["latent_refiner"],
         "architecture": dict(config.refiner),
         "context": flow.context.to_dict(), "target": None,
         "metrics": metrics,
