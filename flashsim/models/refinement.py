@@ -29,7 +29,7 @@ Deep Generative Models", arXiv:2106.00792):
    (:func:`identity_flow`: the last layer of every hypernetwork zero, the zero initialisation
    of Glow, Kingma & Dhariwal, arXiv:1807.03039), and its early stopping keeps that start
    unless training beats it on the stopping rows. A refiner started at random adds its own
-   fit error to a 10–40-dimensional Gaussian: on the v3 flows that made the held-out AUC of 6
+   fit error to an 8–46-dimensional Gaussian: on the v3 flows that made the held-out AUC of 6
    of 10 flows worse where the weights carry little (fake muons 0.576 → 0.665). At simulation
    time the
    standard-normal noise :math:`u` goes through the refiner's sampling path,
@@ -90,9 +90,9 @@ from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 from flashsim.validation.metrics import auc_null_sigma, effective_sample_size
 
-__all__ = ["DEFAULT_REFINER", "MIN_GAIN_SIGMAS", "MIN_ROWS", "LatentRefiner", "RefineConfig", "dctr_weights",
-           "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner", "identity_flow", "refine_model",
-           "save_refiner",
+__all__ = ["DEFAULT_REFINER", "MIN_GAIN_SIGMAS", "MIN_ROWS", "LatentRefiner", "RefineConfig",
+           "dctr_weights", "dctr_flow_weights", "fit_dctr_classifier", "fit_refiner",
+           "identity_flow", "refine_model", "save_refiner",
            "weighted_held_out_auc"]
 
 MIN_ROWS = 10
