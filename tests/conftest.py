@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -10,6 +12,15 @@ DATA = Path(__file__).parent / "data"
 """Test data shipped with the repository (see data/README.md for sources and licences)."""
 TINY_ARCHITECTURE = {"transforms": 1, "bins": 4, "hidden_features": [16], "passes": 2}
 """A flow/classifier small enough to train on 40 events in seconds (tests only)."""
+TRAINING = Path(__file__).parent.parent / "training"
+
+
+def training_script(name: str) -> ModuleType:
+    """The script ``training/NAME.py`` as a module (``training/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

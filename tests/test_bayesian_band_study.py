@@ -4,27 +4,17 @@ of the flow trained on fewer rows is wider, every number is there, errors are on
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-TRAINING = Path(__file__).parent.parent / "training"
-
-
-def _script(name: str):
-    """A script of ``training/`` as a module (``training/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import training_script
 
 
 @pytest.fixture(scope="module")
 def band_study():
-    return _script("bayesian_band_study")
+    return training_script("bayesian_band_study")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,7 @@ def bayesian_points(dy_refdet_sample, tmp_path_factory) -> list[Path]:
             "--architecture", "transforms=1,hidden=16,bins=4,passes=2",
             "--fractions", "0.1", "1.0", "--epochs", "3", "--timing-repeats", "1",
             "--out", str(out), "--quiet"]
-    assert _script("model_size_study").main(argv) == 0
+    assert training_script("model_size_study").main(argv) == 0
     study = json.loads((out / "study.json").read_text())
     assert study["inputs"]["bayesian"] is True
     return sorted((out / "models").iterdir())

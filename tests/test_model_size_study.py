@@ -4,22 +4,15 @@ and its one-line errors."""
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parent.parent / "training" / "model_size_study.py"
+from conftest import training_script
 
 
 @pytest.fixture(scope="module")
 def study():
-    """The study script as a module (``training/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("model_size_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("model_size_study")
 
 
 @pytest.mark.slow

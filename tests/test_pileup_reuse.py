@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).parent.parent / "training" / "pileup_reuse.py"
+from conftest import training_script
 
 
 @pytest.fixture(scope="module")
 def pileup_reuse():
-    """The script as a module (``training/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("pileup_reuse", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("pileup_reuse")
 
 
 def test_independent_events_spread_as_independent(pileup_reuse):
