@@ -183,12 +183,12 @@ def test_a_refiner_no_better_than_its_flow_does_not_sample(refined, tmp_path):
     import shutil
 
     directory, flow, refiner = refined
-    assert refiner.meta["latent_refiner"] and refiner.meta["metrics"]["latent_refiner"]
+    assert refiner.meta["metrics"]["latent_refiner"] and "latent_refiner" not in refiner.meta
     copy = tmp_path / "models"
     shutil.copytree(directory, copy)
     meta_path = copy / REFINERS / "toy_flow.json"
     meta = json.loads(meta_path.read_text())
-    meta["latent_refiner"] = False
+    meta["metrics"]["latent_refiner"] = False
     meta_path.write_text(json.dumps(meta))
     write_manifest(copy)
     test = toy(500, 4)

@@ -439,8 +439,8 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     with their networks on ``device`` (:func:`check_device`). With ``refine``, every flow that
     has a latent refiner in the directory (manifest key ``refiners``) samples through it
     (:attr:`Model.refiner`), unless the refinement found it no better than the flow alone
-    (``latent_refiner`` false: :data:`~flashsim.models.refinement.MIN_GAIN_SIGMAS`); without,
-    or without refiners, the flows sample as trained. With
+    (``latent_refiner`` false in its metrics: :data:`~flashsim.models.refinement.MIN_GAIN_SIGMAS`);
+    without, or without refiners, the flows sample as trained. With
     ``weights`` (only without ``refine``) every flow's samples carry their DCTR weight
     (:attr:`Model.weighted`; 1 for a flow without a refiner).
 
@@ -493,7 +493,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
             refiner = _load_refiner(directory, name, manifest, backend, device)
             if not refine:
                 model.dctr = refiner
-            elif refiner.meta.get("latent_refiner", True):  # refiners older than the key sample
+            elif refiner.meta["metrics"].get("latent_refiner", True):  # older refiners sample
                 model.refiner = refiner
         model.weighted = weights and model.kind == "flow"
         models[name] = model

@@ -46,8 +46,8 @@ effective sample size :math:`(\sum w)^2 / (n \sum w^2)` of the weights. The refi
 never graded by its own classifier nor on its own events. The refined held-out rows reuse the
 flash rows' noise, so the two AUCs differ by the refinement alone, and ``auc_null_sigma`` is
 their statistical spread. The latent refiner is used for sampling (``latent_refiner`` in the
-artifact) only where it lowers the held-out AUC by more than :data:`MIN_GAIN_SIGMAS` times that
-spread; elsewhere the flow samples alone (and costs no refiner pass), and the artifact still
+artifact's metrics) only where it lowers the held-out AUC by more than :data:`MIN_GAIN_SIGMAS`
+times that spread; elsewhere the flow samples alone (and costs no refiner pass), and the artifact still
 gives its DCTR weights.
 
 A refiner artifact is a :class:`~flashsim.models.artifact.Model` of kind ``refiner`` whose network
@@ -347,7 +347,6 @@ def refine_model(flow: Model, context: dict[str, np.ndarray], target: dict[str, 
         "classifier_hidden": list(config.classifier_hidden),
         "weight_clip": config.weight_clip,
         "weight_scale": weight_scale,
-        "latent_refiner": metrics["latent_refiner"],
         "architecture": dict(config.refiner),
         "context": flow.context.to_dict(), "target": None,
         "metrics": metrics,
