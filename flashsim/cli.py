@@ -91,8 +91,9 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
                    "model directory has them (default, unless --weights); --no-refine: the flows "
                    "alone.")
 @click.option("--weights", is_flag=True,
-              help="Write DCTR weights (Muon_flashsimWeight, Jet_flashsimWeight, ..., event "
-                   "flashsimWeight) of the flows alone, from the refiners' classifiers.")
+              help="Write DCTR weights of the flows alone (Muon_flashsimWeight, "
+                   "Jet_flashsimWeight, ..., from the refiners' classifiers) and the event's "
+                   "flashsimWeight (from the event classifier of `flashsim refine`).")
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
 def simulate(inputs, output, models, oversample, model_draws, executor, workers, scheduler,
@@ -180,7 +181,8 @@ def train(obj, data, model_dir, epochs, batch_size, device, config_path, seed, b
 @click.option("--quiet", is_flag=True, help="No progress bars (also off when stderr is not a "
                                              "terminal).")
 def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
-    """Fit latent refiners (LaSeR) of the flows of --models on full-simulation files."""
+    """Fit latent refiners (LaSeR) of the flows of --models, and the event classifier whose
+    weight `simulate --weights` writes, on full-simulation files."""
     from flashsim.models.refinement import MIN_GAIN_SIGMAS, RefineConfig
     from flashsim.objects.refinement import refine_directory
 
@@ -190,6 +192,13 @@ def refine(models, full, output, max_events, epochs, seed, quiet) -> None:
     for name, m in metrics.items():
         if "skipped" in m:
             click.echo(f"{name:16s} no refiner: {m['skipped']}")
+            continue
+        if "auc_product_weighted" in m:  # the event classifier (flashsim.objects.event)
+            click.echo(f"{name:16s} held-out event AUC (± {m['auc_null_sigma']:.3f}) flash "
+                       f"{m['auc_flash']:.3f}, event-weighted {m['auc_dctr_weighted']:.3f} "
+                       f"(ESS {m['effective_sample_size']:.2f}, mean {m['weight_mean']:.3f}), "
+                       f"product-weighted {m['auc_product_weighted']:.3f} "
+                       f"(ESS {m['product_effective_sample_size']:.2f})")
             continue
         click.echo(f"{name:16s} held-out AUC (± {m['auc_null_sigma']:.3f}) flash "
                    f"{m['auc_flash']:.3f}, refined {m['auc_refined']:.3f}, DCTR-weighted "

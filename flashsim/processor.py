@@ -114,7 +114,7 @@ class FlashSimProcessor(processor.ProcessorABC):
         the flows alone, bit for bit as without refiners.
     weights:
         (with ``refine=False``) write the DCTR weights of the flows' samples: ``flashsimWeight``
-        per object and per event (:func:`flashsim.objects.event_weight`).
+        per object and per event (:mod:`flashsim.objects.event`).
 
     The accumulator holds the chunk files (``chunks``), ``events_in``, ``events_out``,
     ``seconds`` and ``stage_seconds``: the seconds per stage — ``read`` (GEN chunk from

@@ -9,6 +9,7 @@ when it is under-trained. Truth: :math:`E|x_1| = 1.5`, :math:`P(|x_1| < 0.8) = 1
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -180,8 +181,6 @@ def test_refiner_round_trips_through_save_load_and_onnx(refined, tmp_path):
 def test_a_refiner_no_better_than_its_flow_does_not_sample(refined, tmp_path):
     """latent_refiner false (the held-out gain was within MIN_GAIN_SIGMAS): --refine samples
     the flow alone, bit for bit, and --weights still has the refiner's DCTR weights."""
-    import shutil
-
     directory, flow, refiner = refined
     assert refiner.meta["metrics"]["latent_refiner"] and "latent_refiner" not in refiner.meta
     copy = tmp_path / "models"
@@ -205,8 +204,6 @@ def test_a_refiner_no_better_than_its_flow_does_not_sample(refined, tmp_path):
 
 @pytest.mark.slow
 def test_a_refiner_of_other_flow_weights_is_refused(refined, tmp_path):
-    import shutil
-
     directory, _, _ = refined
     copy = tmp_path / "models"
     shutil.copytree(directory, copy)
@@ -249,7 +246,13 @@ def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_
 
     refined, printed = refined_tiny_models
     manifest = json.loads((refined / "manifest.json").read_text())
-    assert {"muon_flow", "jet_flow", "met_flow"} <= set(manifest["refiners"])
+    assert {"muon_flow", "jet_flow", "met_flow", "event"} <= set(manifest["refiners"])
+    event = manifest["refiners"].pop("event")["metrics"]
+    for key in ("effective_sample_size", "product_effective_sample_size"):
+        assert 0 < event[key] <= 1, key
+    assert 0 <= event["auc_product_weighted"] <= 1
+    assert (f"event            held-out event AUC (± {event['auc_null_sigma']:.3f}) flash "
+            f"{event['auc_flash']:.3f}") in printed
     for name, entry in manifest["refiners"].items():
         assert 0 <= entry["metrics"]["auc_flash"] <= 1, name
         assert entry["flow_sha256"] == manifest["models"][name]["sha256"]
@@ -286,8 +289,42 @@ def test_refine_command_writes_refiners_and_no_refine_is_the_flows(refined_tiny_
     for branch in added:
         values = ak.flatten(weighted[branch], axis=None)
         assert ak.all(values > 0), branch
-    assert ak.all(weighted["flashsimWeight"] <= 100)
     assert ak.any(weighted["Muon_flashsimWeight"] != 1)  # muon_flow has a refiner
+    # the event weight is the event classifier's, recomputed here from the written events
+    from flashsim.nanoaod.reader import read_chunk
+    from flashsim.objects import load_models
+    from flashsim.objects.event import event_dctr_weights
+
+    classifier = load_models(refined, refine=False, weights=True).event_classifier
+    written = read_chunk(out, ["Muon", "Jet", "Electron", "MET", "PV", "fixedGridRhoFastjetAll",
+                               "GenPart", "GenJet", "GenMET", "Pileup", "event"])
+    event_weight = np.asarray(weighted["flashsimWeight"], dtype=np.float64)
+    assert np.allclose(event_dctr_weights(classifier, written), event_weight, rtol=1e-3)
+    assert np.all(event_weight <= classifier.meta["weight_scale"] * classifier.meta["weight_clip"])
+    # without it, the product of the objects' weights
+    bare = tmp_path / "no_event_classifier"
+    shutil.copytree(refined, bare)
+    for suffix in (".pt", ".json"):
+        (bare / REFINERS / f"event{suffix}").unlink()
+    write_manifest(bare)
+    out = tmp_path / "product.root"
+    simulate([reference_nano], out, models=bare, seed=3, refine=False, weights=True)
+    product = uproot.open(out)["Events"].arrays(library="ak", how=dict)
+    expected = np.ones(len(product["flashsimWeight"]))
+    for branch in added - {"flashsimWeight"}:
+        factor = product[branch]
+        expected *= np.asarray(ak.prod(factor, axis=1) if factor.ndim > 1 else factor)
+    assert np.allclose(product["flashsimWeight"], np.minimum(expected, 100), rtol=1e-5)
+    # an event classifier fitted to other models is refused
+    meta_path = refined / REFINERS / "event.json"
+    meta = json.loads(meta_path.read_text())
+    meta["models_sha256"] = "0" * 64
+    stale = tmp_path / "stale"
+    shutil.copytree(refined, stale)
+    (stale / REFINERS / "event.json").write_text(json.dumps(meta))
+    write_manifest(stale)
+    with pytest.raises(FlashSimError, match="event classifier .* fitted to other models"):
+        load_models(stale, refine=False, weights=True)
     with pytest.raises(FlashSimError, match="--no-refine"):
         simulate([reference_nano], tmp_path / "both.root", models=refined, weights=True)
 

@@ -63,6 +63,7 @@ __all__ = [
     "library_versions",
     "load_model",
     "load_model_set",
+    "load_refiner",
     "model_provenance",
     "save_model",
     "training_samples",
@@ -285,6 +286,9 @@ class ModelSet(dict):
         self.skipped = tuple(skipped or ())
         self._skipped_models = dict(skipped or {})
         self._trained_by = dict(trained_by or {})  # skipped group -> `flashsim train` object
+        self.event_classifier: Model | None = None
+        """The event classifier whose weight is the event's ``flashsimWeight`` when the flows
+        are weighted (:mod:`flashsim.objects.event`); None: the product of the objects'."""
 
     @property
     def weighted(self) -> bool:
@@ -490,7 +494,7 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
             raise FlashSimError(f"{directory / (name + '.pt')} does not match manifest.json: "
                                 "re-run training or restore the directory")
         if (refine or weights) and name in manifest.get("refiners", {}):
-            refiner = _load_refiner(directory, name, manifest, backend, device)
+            refiner = load_refiner(directory, name, manifest, backend, device)
             if not refine:
                 model.dctr = refiner
             elif refiner.meta["metrics"].get("latent_refiner", True):  # older refiners sample
@@ -500,16 +504,18 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
     return ModelSet(models, directory, backend, manifest, skipped, trained_by)
 
 
-def _load_refiner(directory: Path, name: str, manifest: dict[str, Any], backend: str,
-                  device: str) -> Model:
-    """The refiner of flow ``name``, checked against the manifest and the flow's weights."""
+def load_refiner(directory: Path, name: str, manifest: dict[str, Any], backend: str = "torch",
+                 device: str = "cpu") -> Model:
+    """The artifact ``name`` of the model directory's ``refiners/`` (a flow's refiner, or the
+    event classifier), checked against the manifest and, for a refiner, its flow's weights."""
     entry = manifest["refiners"][name]
     refiner = load_model(directory / REFINERS, name, backend, device)
     weights = directory / REFINERS / f"{name}.pt"
     if hashlib.sha256(weights.read_bytes()).hexdigest() != entry["sha256"]:
         raise FlashSimError(f"{weights} does not match manifest.json: re-run `flashsim refine` "
                             "or restore the directory")
-    if refiner.meta.get("flow_sha256") != manifest["models"][name]["sha256"]:
+    if (refiner.meta.get("flow") is not None
+            and refiner.meta.get("flow_sha256") != manifest["models"][name]["sha256"]):
         raise FlashSimError(f"the refiner of {name} in {directory} was fitted to other weights "
                             f"of {name}: re-run `flashsim refine` on this directory, or simulate "
                             "with --no-refine")

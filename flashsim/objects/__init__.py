@@ -28,9 +28,10 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from flashsim.models.artifact import ModelSet, load_model_set
+from flashsim.errors import FlashSimError
+from flashsim.models.artifact import ModelSet, load_model_set, load_refiner
 from flashsim.models.spec import ModelSpec
-from flashsim.objects import crossref, electron, fake_jet, jet, met, muon
+from flashsim.objects import crossref, electron, event, fake_jet, jet, met, muon
 
 __all__ = ["EVENT_WEIGHT_CLIP", "MODEL_SPECS", "OBJECTS", "OPTIONAL_MODELS", "event_weight",
            "load_models", "simulate_reco"]
@@ -79,8 +80,17 @@ def load_models(directory: str | Path | None = None, backend: str = "torch",
     """
     names = list(MODEL_SPECS) if required is None else required
     optional = OPTIONAL_MODELS if required is None else None
-    return load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend, device,
-                          optional, refine, weights)
+    models = load_model_set(directory, {name: MODEL_SPECS[name] for name in names}, backend,
+                            device, optional, refine, weights)
+    if models.weighted and not refine and event.EVENT_WEIGHT_MODEL in models.manifest.get(
+            "refiners", {}):
+        classifier = load_refiner(models.directory, event.EVENT_WEIGHT_MODEL, models.manifest,
+                                  backend, device)
+        if classifier.meta["models_sha256"] != event.models_digest(models.manifest):
+            raise FlashSimError(f"the event classifier in {models.directory} was fitted to other "
+                                "models: re-run `flashsim refine` on this directory")
+        models.event_classifier = classifier
+    return models
 
 
 def simulate_reco(gen: dict, models, rng: np.random.Generator,
@@ -99,7 +109,8 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     ``gen["GenJet"]``; -1 = no match.
 
     With DCTR-weighted models (``load_models(..., weights=True)``) every object carries its
-    ``flashsimWeight`` and the output the event's (:func:`event_weight`).
+    ``flashsimWeight`` and the output the event's: the event classifier's where the models have
+    one (:mod:`flashsim.objects.event`), else the product (:func:`event_weight`).
 
     ``timings``, if given, accumulates the seconds spent per stage (``muon``, ``jet``,
     ``fake_jet``, ``assembly``, ``met_pv``, ``electron``) for ``flashsim benchmark``.
@@ -121,23 +132,25 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
         pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)
     out = {"Muon": muons, "Jet": jets, "MET": missing, "PV": pv, "fixedGridRhoFastjetAll": rho}
-    sampled = [muons, matched, fakes, missing, pv]
     if all(name in models for name in electron.MODELS):
         with stage("electron"):
             electrons = electron.simulate(gen, models, electron_rng, rho)
             out["Electron"], out["Jet"] = crossref.link(electrons, jets, "electron")
-            sampled.append(electrons)
     if models.weighted:
-        out["flashsimWeight"] = event_weight(sampled)
+        written = [out[name] for name in ("Muon", "Electron", "Jet", "MET", "PV") if name in out]
+        out["flashsimWeight"] = (event_weight(written) if models.event_classifier is None else
+                                 event.event_dctr_weights(models.event_classifier, {**gen, **out}))
     return out
 
 
 def event_weight(sampled: list[ak.Array]) -> np.ndarray:
-    """The DCTR event weight: the product of the ``flashsimWeight`` of every flow sample of the
-    event (jagged collections or one record per event), clipped to ``[0,``
+    """The product DCTR event weight: the product of the ``flashsimWeight`` of every object the
+    event's output holds (jagged collections or one record per event; jets sampled below the
+    storage cut have no full-simulation counterpart and do not count), clipped to ``[0,``
     :data:`EVENT_WEIGHT_CLIP` ``]``. The flows sample independently given the GEN event, so the
-    density ratio of the event is the product of theirs (Andreassen & Nachman,
-    arXiv:1907.08209)."""
+    density ratio of the event is the product of theirs where each classifier is exact
+    (Andreassen & Nachman, arXiv:1907.08209); its spread grows with the number of objects (the
+    event classifier of :mod:`flashsim.objects.event` does not)."""
     weight = np.ones(len(sampled[0]))
     for part in sampled:
         factor = part.flashsimWeight

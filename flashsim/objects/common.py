@@ -21,6 +21,7 @@ from flashsim.models.transforms import ColumnSpec
 
 __all__ = [
     "allowed_values",
+    "concatenate_chunks",
     "dequantize_reco",
     "discrete",
     "event_keys",
@@ -205,9 +206,14 @@ def read_training_chunk(paths: list[str | Path], names: list[str],
         remaining = None if remaining is None else remaining - n
     if not chunks:
         raise FlashSimError("no training files given: pass NANOAODSIM files with --data")
-    merged = {k: (ak.concatenate([c[k] for c in chunks]) if isinstance(chunks[0][k], ak.Array)
-                  else np.concatenate([np.asarray(c[k]) for c in chunks])) for k in chunks[0]}
+    merged = concatenate_chunks(chunks)
     return dequantize_reco(merged, seed), {"files": files, "events": int(len(merged["event"]))}
+
+
+def concatenate_chunks(chunks: list[dict]) -> dict:
+    """Chunks with the same names, one after the other."""
+    return {k: (ak.concatenate([c[k] for c in chunks]) if isinstance(chunks[0][k], ak.Array)
+                else np.concatenate([np.asarray(c[k]) for c in chunks])) for k in chunks[0]}
 
 
 def sample_counted(multiplicity, flow, columns: dict[str, np.ndarray],
