@@ -36,11 +36,15 @@ def cli() -> None:
               help="Mean number of pileup interactions.")
 @click.option("--refsim", is_flag=True,
               help="Also run the reference detector and write NANOAODSIM (GEN + RECO).")
+@click.option("--pileup-reuse", type=float, default=None,
+              help="With --refsim: times each minimum-bias event of a chunk's pileup pool is "
+                   "overlaid on average (default: detector v3's pool, about 30 at --pileup 30; "
+                   "3 halves the generation rate).")
 @click.option("--list", "list_processes", is_flag=True, help="List the processes and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar (also off when stderr is not a "
                                              "terminal).")
-def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_processes,
-             quiet) -> None:
+def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, pileup_reuse,
+             list_processes, quiet) -> None:
     """Generate PROCESS with Pythia 8 and write GEN NanoAOD (NANOAODSIM with --refsim)."""
     from flashsim.generation import PROCESSES
 
@@ -53,7 +57,7 @@ def generate(process, n_events, output, seed, jobs, pileup_mean, refsim, list_pr
     from flashsim.production import generate_file
 
     generate_file(process, n_events, output, seed=seed, jobs=jobs, pileup_mean=pileup_mean,
-                  refsim=refsim, progress=_show_progress(quiet))
+                  refsim=refsim, pileup_reuse=pileup_reuse, progress=_show_progress(quiet))
 
 
 @cli.command()

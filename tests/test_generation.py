@@ -195,6 +195,33 @@ def test_refsim_without_pileup_and_with_negative_seed(tmp_path):
     assert ak.mean(events["Jet_genJetIdx"] < 0) < 0.1  # 0.6 at the default pileup
 
 
+def test_pileup_pool_size_sets_the_reuse():
+    from flashsim.production import pileup_pool_size
+
+    assert pileup_pool_size(30.0) == 1000  # detector v3: each pool event overlaid ~30 times
+    assert pileup_pool_size(60.0, 10) == 1500  # v3's pool does not depend on the chunk
+    assert pileup_pool_size(30.0, 1000, reuse=3) == 10_000
+    assert pileup_pool_size(30.0, 7, reuse=3) == 70  # the last, short chunk of a run
+    assert pileup_pool_size(0.0, 1000, reuse=3) == 0
+
+
+def test_pileup_reuse_changes_the_pileup_not_the_hard_events(tmp_path):
+    """--pileup-reuse reaches the detector's pool: same GEN events, other pileup, recorded."""
+    default, reused = tmp_path / "default.root", tmp_path / "reuse1.root"
+    generate_file("dy_mumu", 6, default, seed=4, pileup_mean=3.0, refsim=True, chunk_events=6)
+    generate_file("dy_mumu", 6, reused, seed=4, pileup_mean=3.0, refsim=True, chunk_events=6,
+                  pileup_reuse=1.0)
+    one, two = _events(default), _events(reused)
+    assert ak.array_equal(one.GenPart_pt, two.GenPart_pt)
+    assert ak.array_equal(one.Pileup_nPU, two.Pileup_nPU)
+    assert not ak.array_equal(one.fixedGridRhoFastjetAll, two.fixedGridRhoFastjetAll)
+    assert read_provenance(reused)["pileup_reuse"] == 1.0
+    assert read_provenance(default)["pileup_reuse"] is None
+    with pytest.raises(FlashSimError, match="--pileup-reuse must be at least 1"):
+        generate_file("dy_mumu", 6, tmp_path / "bad.root", refsim=True, pileup_reuse=0.5)
+    assert not (tmp_path / "bad.root").exists()
+
+
 def test_dy_ee_decays_to_electron_pairs():
     """dy_ee: every event holds an opposite-sign e+e- pair from the Z/gamma* (hard process)."""
     nano = next(iter_batches("dy_ee", 3, seed=5, batch_size=3)).nano
