@@ -151,6 +151,37 @@ def test_leptons_without_gen_partner_are_fakes_from_jets_or_pileup(chunk, lepton
         assert matched_targets - {"deta", "dphi"} <= set(table.target)
 
 
+def test_gen_jets_carry_their_leading_photon(chunk):
+    """The photon context of the electrons from jets: per GenJet the highest-pT status-1 GEN
+    photon within 0.4 (its pT fraction and offsets), zeros without one; muons' fakes do not
+    condition on it."""
+    from flashsim.kinematics import delta_phi, delta_r
+    from flashsim.objects import jet
+    from flashsim.objects.fake_lepton import JET_CONTEXT
+
+    jets = jet.gen_jets(chunk)
+    part = chunk["GenPart"]
+    photons = part[(part.status == 1) & (part.pdgId == 22)]
+    found = 0
+    for e in range(len(jets)):
+        for k in range(len(jets[e])):
+            j, ph = jets[e, k], photons[e]
+            dr = np.asarray(delta_r(j.gen_eta, j.gen_phi, ph.eta, ph.phi))
+            if not (dr < 0.4).any():
+                assert (j.photon_ptfrac, j.photon_deta, j.photon_dphi) == (0.0, 0.0, 0.0)
+                continue
+            found += 1
+            lead = ph[np.flatnonzero(dr < 0.4)[np.argmax(np.asarray(ph.pt)[dr < 0.4])]]
+            assert j.photon_ptfrac == pytest.approx(lead.pt / j.gen_pt)
+            assert j.photon_deta == pytest.approx(lead.eta - j.gen_eta)
+            assert j.photon_dphi == pytest.approx(delta_phi(lead.phi, j.gen_phi))
+    assert found >= 10  # nano_dy.root: 37 of its 127 GenJets hold one
+    names = {name: [c.name for c in context] for name, context in JET_CONTEXT.items()}
+    assert {"photon_ptfrac", "photon_deta", "photon_dphi"} <= set(names["electron"])
+    assert names["muon"] == [c.name for c in jet.CONTEXT]
+    assert [c.name for c in MODEL_SPECS["fake_electron_flow"].context][-1] == "n_fake"
+
+
 @pytest.fixture(scope="module")
 def onnx_models(models, tmp_path_factory):
     from flashsim.models.onnx_export import export_onnx

@@ -15,7 +15,9 @@ Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047, as for muons):
   conversions passing the loose GsfElectron preselection, electrons of GenPart particles
   outside the GEN selection;
 * ``fake_electron_flow`` — their properties given the GenJet context of
-  :mod:`flashsim.objects.jet` and their count in the jet; :math:`p_T` relative to the GenJet;
+  :mod:`flashsim.objects.jet` and their count in the jet; :math:`p_T` relative to the GenJet.
+  Both also see the jet's leading GEN photon (:data:`flashsim.objects.jet.PHOTON_CONTEXT`):
+  a conversion is an electron near that photon, matched to it (``genPartFlav`` 22);
 * ``pileup_electron_multiplicity`` and ``pileup_electron_flow`` — per event, the RECO
   electrons with neither a GEN electron nor a GenJet near them (at pileup 30 more than a third
   of the non-GEN electrons of Drell-Yan: almost all from pileup vertices, mostly soft), given

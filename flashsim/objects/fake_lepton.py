@@ -8,7 +8,9 @@ A RECO lepton whose ``genPartIdx`` points to no selected GEN lepton
   owns it): hadrons passing the lepton preselection, decays in flight, conversions. Per GenJet,
   ``fake_{lepton}_multiplicity`` learns their number :math:`n \in \{0, 1, \ldots, n_{max}\}`
   (the last class is :math:`\ge n_{max}`) given the GenJet context of
-  :mod:`flashsim.objects.jet`, and ``fake_{lepton}_flow`` their properties given that context
+  :mod:`flashsim.objects.jet` (:data:`JET_CONTEXT`: for electrons with the jet's leading GEN
+  photon, :data:`flashsim.objects.jet.PHOTON_CONTEXT`, whose conversion is an electron),
+  and ``fake_{lepton}_flow`` their properties given that context
   and :math:`n` (``n_fake``), with :math:`p_T` as a ratio to the GenJet's and
   :math:`\eta, \phi` as offsets from it;
 * or *from pileup* — near no GenJet: per event, ``pileup_{lepton}_multiplicity`` learns their
@@ -39,11 +41,12 @@ from flashsim.objects import fake_jet, jet
 from flashsim.objects.common import flat, nearest, sample_counted, typed
 from flashsim.objects.lepton import flow_targets, row_table
 
-__all__ = ["FAKE_CONTEXT", "JET_CONE", "PILEUP_CONTEXT", "fake_models", "fake_tables",
+__all__ = ["JET_CONE", "JET_CONTEXT", "PILEUP_CONTEXT", "fake_models", "fake_tables",
            "joined", "pt_ordered", "sample_fakes"]
 
 JET_CONE = 0.4
-FAKE_CONTEXT = (*jet.CONTEXT, ColumnSpec("n_fake"))
+#: Per lepton, the GenJet context of its fakes from jets (module doc).
+JET_CONTEXT = {"electron": (*jet.CONTEXT, *jet.PHOTON_CONTEXT), "muon": jet.CONTEXT}
 PILEUP_CONTEXT = (*fake_jet.EVENT_CONTEXT, ColumnSpec("n_fake"))
 
 
@@ -51,11 +54,13 @@ def fake_models(lepton: str, obj: str, properties: tuple[ColumnSpec, ...], max_p
                 max_pileup: int) -> dict[str, ModelSpec]:
     """The four fake models of ``lepton`` (``electron``, ``muon``; module doc), trained with
     object ``obj``, whose flows generate ``properties`` beside the kinematics and charge."""
+    context = JET_CONTEXT[lepton]
     return {
         f"fake_{lepton}_multiplicity": ModelSpec(f"fake_{lepton}_multiplicity", obj,
-                                                 "multiplicity", jet.CONTEXT,
+                                                 "multiplicity", context,
                                                  max_count=max_per_jet),
-        f"fake_{lepton}_flow": ModelSpec(f"fake_{lepton}_flow", obj, "flow", FAKE_CONTEXT,
+        f"fake_{lepton}_flow": ModelSpec(f"fake_{lepton}_flow", obj, "flow",
+                                         (*context, ColumnSpec("n_fake")),
                                          flow_targets(True, "charge", properties)),
         f"pileup_{lepton}_multiplicity": ModelSpec(f"pileup_{lepton}_multiplicity", obj,
                                                    "multiplicity", fake_jet.EVENT_CONTEXT,
@@ -76,10 +81,10 @@ def fake_tables(chunk: dict, lepton: str, others: ak.Array,
     inside = dr < JET_CONE
     fakes, owner = others[inside], owner[inside]
     counts = ak.sum(owner[:, None, :] == ak.local_index(jets.gen_pt, axis=1)[:, :, None], axis=2)
-    multiplicity = row_table(chunk, {c.name: jets[c.name] for c in jet.CONTEXT},
+    multiplicity = row_table(chunk, {c.name: jets[c.name] for c in JET_CONTEXT[lepton]},
                              {"n": np.minimum(counts, max_per_jet)}, jets.gen_pt)
     host = jets[owner]
-    context = {c.name: host[c.name] for c in jet.CONTEXT}
+    context = {c.name: host[c.name] for c in JET_CONTEXT[lepton]}
     context["n_fake"] = counts[owner]
     targets = {"pt_ratio": fakes.pt / host.gen_pt, "deta": fakes.eta - host.gen_eta,
                "dphi": delta_phi(fakes.phi, host.gen_phi), "charge": fakes.charge,
@@ -108,7 +113,7 @@ def _from_jets(gen: dict, lepton: str, models, rng: np.random.Generator
     per_event = np.asarray(ak.num(jets.gen_pt))
     per_jet, context, out = sample_counted(
         models[f"fake_{lepton}_multiplicity"], models[f"fake_{lepton}_flow"],
-        {c.name: flat(jets[c.name]) for c in jet.CONTEXT}, rng)
+        {c.name: flat(jets[c.name]) for c in JET_CONTEXT[lepton]}, rng)
     out.update(pt=context["gen_pt"] * out.pop("pt_ratio"), eta=context["gen_eta"] + out.pop("deta"),
                phi=delta_phi(context["gen_phi"] + out.pop("dphi"), 0.0))
     event_of_jet = np.repeat(np.arange(len(per_event)), per_event)

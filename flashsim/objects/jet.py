@@ -69,6 +69,7 @@ __all__ = [
     "JET_CONTINUOUS",
     "JET_DISCRETE",
     "MODELS",
+    "PHOTON_CONTEXT",
     "TRAINING_NAMES",
     "TRACKER_ETA",
     "exact_jet_id",
@@ -104,6 +105,17 @@ CONTEXT = (
     ColumnSpec("pileup"),
 )
 EFFICIENCY_CONTEXT = (*CONTEXT, ColumnSpec("fwd_mu_ptfrac", transform="log", offset=1.0))
+#: The GenJet's leading GEN photon within :math:`\Delta R < 0.4` (status 1 in the pruned
+#: ``GenPart``: above 10 GeV or prompt, e.g. a lepton's FSR): its :math:`p_T` fraction and
+#: offsets from the jet axis, zero without one. Context of the electrons from jets
+#: (:mod:`flashsim.objects.fake_lepton`): a converted photon becomes an electron that NanoAOD
+#: matches to that photon (``genPartFlav`` 22), and the jet's other columns cannot say
+#: whether, or where, the jet holds one.
+PHOTON_CONTEXT = (
+    ColumnSpec("photon_ptfrac", transform="log", offset=1.0),
+    ColumnSpec("photon_deta"),
+    ColumnSpec("photon_dphi"),
+)
 
 #: Jet branches generated as they are (shared with the fake-jet model), with the transform
 #: applied before the flow. The b/c discriminants live in [0, 1] and matter most near 1
@@ -148,6 +160,8 @@ def gen_jets(gen: dict) -> ak.Array:
     part = gen["GenPart"]
     forward = part[(part.status == 1) & (abs(part.pdgId) == 13) & (abs(part.eta) >= 2.5)]
     pileup = ak.broadcast_arrays(np.asarray(gen["Pileup"].nTrueInt, np.float64), jets.pt)[0]
+    photons = part[(part.status == 1) & (part.pdgId == 22)]
+    photon_pt, photon_deta, photon_dphi = _leading_within(jets, photons)
     return ak.zip({
         "gen_pt": jets.pt, "gen_eta": jets.eta, "gen_phi": jets.phi, "gen_mass": jets.mass,
         "had_b": 1 * (had == 5), "had_c": 1 * (had == 4), "parton_gluon": 1 * (parton == 21),
@@ -157,6 +171,8 @@ def gen_jets(gen: dict) -> ak.Array:
         "mu_dr": np.minimum(mu_dr, 5.0), "pileup": pileup,
         "mu_ptfrac": _pt_within(jets, mu.gen_eta, mu.gen_phi, mu.gen_pt) / jets.pt,
         "fwd_mu_ptfrac": _pt_within(jets, forward.eta, forward.phi, forward.pt) / jets.pt,
+        "photon_ptfrac": photon_pt / jets.pt, "photon_deta": photon_deta,
+        "photon_dphi": photon_dphi,
         "index": ak.local_index(jets.pt, axis=1),
         "hadronFlavour": jets.hadronFlavour, "partonFlavour": jets.partonFlavour,
     })
@@ -166,6 +182,24 @@ def _pt_within(jets: ak.Array, eta: ak.Array, phi: ak.Array, pt: ak.Array) -> ak
     r"""Per jet: the summed ``pt`` of the particles within :math:`\Delta R < 0.4` of it."""
     dr = delta_r(jets.eta[:, :, None], jets.phi[:, :, None], eta[:, None, :], phi[:, None, :])
     return ak.sum(ak.where(dr < 0.4, ak.broadcast_arrays(pt[:, None, :], dr)[0], 0.0), axis=2)
+
+
+def _leading_within(jets: ak.Array, particles: ak.Array) -> tuple[ak.Array, ak.Array, ak.Array]:
+    r"""Per jet: :math:`p_T`, :math:`\Delta\eta` and :math:`\Delta\phi` (particle minus jet)
+    of the highest-:math:`p_T` of ``particles`` within :math:`\Delta R < 0.4`; zeros without
+    one."""
+    dr = delta_r(jets.eta[:, :, None], jets.phi[:, :, None], particles.eta[:, None, :],
+                 particles.phi[:, None, :])
+    pt = ak.where(dr < 0.4, ak.broadcast_arrays(particles.pt[:, None, :], dr)[0], -1.0)
+    best = ak.argmax(pt, axis=2, keepdims=True)
+    found = ak.fill_none(ak.firsts(pt[best], axis=2), -1.0) > 0
+    chosen = ak.firsts(ak.broadcast_arrays(particles[:, None, :], dr)[0][best], axis=2)
+
+    def column(values: ak.Array) -> ak.Array:
+        return ak.where(found, ak.fill_none(values, 0.0), 0.0)
+
+    return (column(chosen.pt), column(chosen.eta - jets.eta),
+            column(delta_phi(chosen.phi, jets.phi)))
 
 
 def outside_tracker(eta) -> np.ndarray:
