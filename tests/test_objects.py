@@ -14,6 +14,12 @@ from flashsim.nanoaod.reader import read_chunk
 from flashsim.nanoaod.schema import load_schema
 from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, simulate_reco
 from flashsim.objects.common import dequantize_reco, read_training_chunk
+from flashsim.objects.jet import (
+    ENERGY_FRACTION_SHARES,
+    ENERGY_FRACTIONS,
+    energy_fraction_shares,
+    energy_fractions,
+)
 
 torch.set_num_threads(1)
 
@@ -353,6 +359,8 @@ def _assert_exact_columns(reco):
     veto = (jet_id & 2 > 0) & ((eta > 2.7) | ((fraction["muEF"] < 0.8)
                                               & (fraction["chEmEF"] < 0.8)))
     np.testing.assert_array_equal((jet_id & 4) > 0, veto)
+    total = sum(fraction.values())  # fractions of one energy (float32 storage)
+    assert np.all(np.abs(total - 1.0) < 1e-5) and min(map(np.min, fraction.values())) >= 0
     x, y = (ak.to_numpy(met.pt) * f(ak.to_numpy(met.phi)) for f in (np.cos, np.sin))
     cxx, cxy, cyy = (ak.to_numpy(met[k]).astype(np.float64) for k in ("covXX", "covXY", "covYY"))
     assert np.all(cxy**2 < cxx * cyy)  # a covariance: positive definite
@@ -364,7 +372,12 @@ def _assert_exact_columns(reco):
 def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     loaded = load_models(models)
     sampled = {name: {c.spec.name for c in loaded[name].target.columns}
-               for name in ("muon_flow", "electron_flow", "met_flow")}
+               for name in ("muon_flow", "electron_flow", "met_flow", "jet_flow",
+                            "fake_jet_flow")}
+    for jet_model in ("jet_flow", "fake_jet_flow"):
+        assert not set(ENERGY_FRACTIONS) & sampled[jet_model]
+        assert set(ENERGY_FRACTION_SHARES) <= sampled[jet_model] | set(
+            loaded[jet_model].constants)
     assert not ({"looseId", "tightCharge", "ip3d", "sip3d", "jetRelIso", "jetPtRelv2"}
                 & sampled["muon_flow"])
     assert {"jet_iso_ratio", "jet_deta", "jet_dphi"} <= sampled["muon_flow"]
@@ -543,3 +556,32 @@ def _unique_per_event(values: ak.Array) -> ak.Array:
     keep = ak.concatenate([ak.ones_like(ordered[:, :1], dtype=bool),
                            ordered[:, 1:] != ordered[:, :-1]], axis=1)
     return ordered[keep]
+
+
+def test_energy_fractions_round_trip_through_their_shares():
+    """Five fractions on the simplex -> four shares in [0, 1] -> the same five fractions;
+    a jet without charged particles (beyond the tracker) has shares that are 0 or 1 but the
+    photons'; fractions off the simplex (older models) are projected onto it."""
+    rng = np.random.default_rng(3)
+    f = rng.dirichlet(np.ones(5), size=2000)
+    f[:500, 4] = 0.0  # no muon
+    f[500:700, [0, 3, 4]] = 0.0  # no charged particle
+    f[700:800, 3:] = 0.0  # neither muon nor electron
+    f /= f.sum(axis=1, keepdims=True)
+    fractions = dict(zip(ENERGY_FRACTIONS, f.T, strict=True))
+    shares = energy_fraction_shares(fractions)
+    assert set(shares) == set(ENERGY_FRACTION_SHARES)
+    assert all(np.all((v >= 0) & (v <= 1)) for v in shares.values())
+    neutral = slice(500, 700)
+    assert np.all(shares["chHEF_share"][neutral] == 0)
+    assert np.all(shares["neHEF_share"][neutral] == 1)
+    assert np.all(shares["chEmEF_share"][neutral] == 1)
+    assert np.all(shares["chEmEF_share"][:500] == 1)
+    back = energy_fractions(dict(shares))
+    for name in ENERGY_FRACTIONS:
+        np.testing.assert_allclose(back[name], fractions[name], atol=1e-12)
+    np.testing.assert_allclose(sum(back.values()), 1.0, atol=1e-12)
+    assert np.all(back["muEF"][neutral] == 0)
+    off = energy_fractions({k: 1.3 * v for k, v in fractions.items()})
+    np.testing.assert_allclose(off["chHEF"], fractions["chHEF"], atol=1e-12)
+    assert energy_fractions({"chHEF": f[:, 0]}) == {}

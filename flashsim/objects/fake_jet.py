@@ -11,7 +11,8 @@ Event context :math:`c_{ev}`: ``Pileup_nTrueInt``, GEN :math:`H_T = \sum p_T` of
 the GenJet count and GenMET :math:`p_T` (GEN activity feeds the low-:math:`p_T` tail
 through overlap with pileup). Targets: :math:`p_T` (log), :math:`\eta`, :math:`\phi`, mass
 and the same jet branches as :mod:`flashsim.objects.jet`, with the same exactly computed
-``jetId`` bits (:func:`~flashsim.objects.jet.exact_jet_id`). The CMS prototype had no
+``jetId`` bits and energy fractions from their shares
+(:func:`~flashsim.objects.jet.derived_branches`). The CMS prototype had no
 such model; without it, the subleading-jet :math:`p_T` spectrum below ~50 GeV is wrong
 (about half of RECO jets with :math:`p_T > 15` GeV are unmatched in real NANOAODSIM).
 """
@@ -35,10 +36,9 @@ from flashsim.objects.common import (
 from flashsim.objects.jet import (
     JET_CONTINUOUS,
     JET_DISCRETE,
-    exact_jet_id,
+    derived_branches,
     jet_properties,
     outside_tracker,
-    with_region_constants,
 )
 
 __all__ = ["MAX_COUNT", "MODELS", "TRAINING_NAMES", "event_activity", "simulate",
@@ -114,6 +114,5 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
     fields = {**out, "phi": delta_phi(out["phi"], 0.0),
               "hadronFlavour": np.zeros(n, np.int32), "partonFlavour": np.zeros(n, np.int32),
               "genJetIdx": np.full(n, -1, np.int32)}
-    fields = with_region_constants(fields, models["fake_jet_flow"])
-    fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
+    fields = derived_branches(fields, models["fake_jet_flow"])
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

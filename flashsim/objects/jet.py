@@ -19,7 +19,8 @@ muons, the detector does not see them there, so a forward GenJet that is mostly 
 nearly always has.
 
 Targets: :math:`p_T^{reco}/p_T^{gen}` (log), :math:`\Delta\eta`, :math:`\Delta\phi`, mass,
-area, energy fractions, constituent counts, ``jetId``/``puId`` bit flags, b/c/quark-gluon
+area, the energy fractions as their stick-breaking shares (they sum to 1:
+:func:`energy_fraction_shares`), constituent counts, ``jetId``/``puId`` bit flags, b/c/quark-gluon
 taggers, regression outputs — every candidate the training files contain. Derived:
 ``hadronFlavour``/``partonFlavour`` (copied from the GenJet), ``genJetIdx``; ``nMuons``,
 ``muonIdx1/2``, ``nElectrons``, ``electronIdx1/2`` come from :mod:`flashsim.objects.crossref`.
@@ -70,8 +71,13 @@ __all__ = [
     "JET_DISCRETE",
     "MODELS",
     "PHOTON_CONTEXT",
+    "ENERGY_FRACTIONS",
+    "ENERGY_FRACTION_SHARES",
     "TRAINING_NAMES",
     "TRACKER_ETA",
+    "derived_branches",
+    "energy_fraction_shares",
+    "energy_fractions",
     "exact_jet_id",
     "gen_jets",
     "jet_properties",
@@ -117,13 +123,23 @@ PHOTON_CONTEXT = (
     ColumnSpec("photon_dphi"),
 )
 
+#: The PF energy fractions of a jet, in the order of their stick-breaking shares. They
+#: divide one energy, so they sum to 1 (every jet of ``nano_dy.root``: 0.992–1.01, the
+#: NanoAOD rounding; the reference detector: exactly). Sampled as five numbers, the v1
+#: ``jet_flow`` put the sum of 10% of the held-out VBF jets outside 0.95–1.05.
+ENERGY_FRACTIONS = ("chHEF", "neEmEF", "neHEF", "chEmEF", "muEF")
+#: Stick-breaking shares :math:`s_k = f_k / (1 - \sum_{j<k} f_j)`, :math:`k = 1..4`: four
+#: free numbers in [0, 1] that give five fractions on the simplex (:func:`energy_fractions`).
+ENERGY_FRACTION_SHARES = tuple(f"{name}_share" for name in ENERGY_FRACTIONS[:-1])
+
 #: Jet branches generated as they are (shared with the fake-jet model), with the transform
 #: applied before the flow. The b/c discriminants live in [0, 1] and matter most near 1
 #: (the working points): logit spreads that end over the spline's domain. Their exact 0
 #: and 1 values are spikes, encoded separately (:mod:`flashsim.models.transforms`).
+#: The energy fractions enter as their stick-breaking shares (:data:`ENERGY_FRACTIONS`).
 JET_CONTINUOUS = {
-    "area": "none", "chEmEF": "none", "chHEF": "none", "neEmEF": "none", "neHEF": "none",
-    "muEF": "none", "btagDeepFlavB": "logit", "btagDeepFlavC": "none",
+    "area": "none", **{name: "none" for name in ENERGY_FRACTION_SHARES},
+    "btagDeepFlavB": "logit", "btagDeepFlavC": "none",
     "btagDeepFlavCvL": "logit", "btagDeepFlavCvB": "logit", "btagDeepB": "logit",
     "btagDeepC": "none", "btagCSVV2": "none", "btagCMVA": "none", "qgl": "none",
     "rawFactor": "none", "bRegCorr": "none", "bRegRes": "none", "muonSubtrFactor": "none",
@@ -244,9 +260,68 @@ def exact_jet_id(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def jet_properties(reco: ak.Array) -> dict:
-    """The generated-as-is jet branches present in ``reco`` (shared with fake jets)."""
+    """The generated jet branches present in ``reco`` (shared with fake jets): the energy
+    fractions as their shares (:func:`energy_fraction_shares`), the others as they are."""
     available = set(ak.fields(reco))
-    return {name: reco[name] for name in (*JET_CONTINUOUS, *JET_DISCRETE) if name in available}
+    out = {name: reco[name] for name in (*JET_CONTINUOUS, *JET_DISCRETE) if name in available}
+    if set(ENERGY_FRACTIONS) <= available:
+        counts = ak.num(reco.pt)
+        shares = energy_fraction_shares({name: flat(reco[name]) for name in ENERGY_FRACTIONS})
+        out.update({name: ak.unflatten(value, counts) for name, value in shares.items()})
+    return out
+
+
+def energy_fraction_shares(fractions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    r"""The stick-breaking shares of the :data:`ENERGY_FRACTIONS`:
+    :math:`s_k = f_k / \sum_{j \ge k} f_j`, which is :math:`f_k / (1 - \sum_{j<k} f_j)` for
+    fractions that sum to 1 and needs no normalisation of those that do not quite (the
+    rounded, then dequantised training values sum to 1 within 1%). An empty remainder gives
+    :math:`s_k = 1`, so the last fraction (``muEF``, zero in most jets) is zero wherever a
+    share is 1, and outside the tracker, with no charged fractions, every share but the
+    photons' is exactly 0 or 1: the spikes and region constants of the flows."""
+    f = np.stack([np.asarray(fractions[name], np.float64) for name in ENERGY_FRACTIONS])
+    f = np.clip(f, 0.0, None)
+    # the remainder as the sum of what is left, not 1 minus what was taken, so that a share
+    # whose later fractions are all zero is exactly 1 (a spike the flow keeps exact)
+    remainder = np.cumsum(f[::-1], axis=0)[::-1][:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shares = np.where(remainder > 0, np.clip(f[:-1] / remainder, 0.0, 1.0), 1.0)
+    return dict(zip(ENERGY_FRACTION_SHARES, shares, strict=True))
+
+
+def energy_fractions(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    r"""The :data:`ENERGY_FRACTIONS` from their sampled shares,
+    :math:`f_k = s_k \prod_{j<k} (1 - s_j)` and the last the remainder, so they sum to 1;
+    empty when ``fields`` has neither. Models trained before the shares sample the fractions
+    themselves: those are normalised to sum 1 (the closest point of the simplex along the
+    ray)."""
+    if all(name in fields for name in ENERGY_FRACTION_SHARES):
+        remainder = np.ones_like(np.asarray(fields[ENERGY_FRACTION_SHARES[0]], np.float64))
+        out = {}
+        for name, share in zip(ENERGY_FRACTIONS, ENERGY_FRACTION_SHARES, strict=False):
+            out[name] = remainder * np.clip(np.asarray(fields[share], np.float64), 0.0, 1.0)
+            remainder = remainder - out[name]
+        out[ENERGY_FRACTIONS[-1]] = np.clip(remainder, 0.0, 1.0)
+        return out
+    if all(name in fields for name in ENERGY_FRACTIONS):
+        f = np.stack([np.clip(np.asarray(fields[name], np.float64), 0.0, None)
+                      for name in ENERGY_FRACTIONS])
+        total = f.sum(axis=0)
+        f = np.where(total > 0, f / np.where(total > 0, total, 1.0), f)
+        return dict(zip(ENERGY_FRACTIONS, f, strict=True))
+    return {}
+
+
+def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
+    """``fields`` of sampled jets (matched or fake) completed: the region constants set
+    (:func:`with_region_constants`), the energy fractions from their shares
+    (:func:`energy_fractions`) and the ``jetId`` bits they fix (:func:`exact_jet_id`)."""
+    fields = with_region_constants(fields, model)
+    fractions = energy_fractions(fields)
+    fields = {k: v for k, v in fields.items() if k not in ENERGY_FRACTION_SHARES}
+    fields.update(fractions)
+    fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
+    return fields
 
 
 def training_tables(chunk: dict) -> dict[str, TrainingTable]:
@@ -297,6 +372,5 @@ def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
         "hadronFlavour": np.asarray(kept.hadronFlavour), "partonFlavour": np.asarray(kept.partonFlavour),
         "genJetIdx": np.asarray(kept.index),
     }
-    fields = with_region_constants(fields, models["jet_flow"])
-    fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
+    fields = derived_branches(fields, models["jet_flow"])
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)
