@@ -23,6 +23,8 @@
 # MET and PV 14 min); muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min),
 # the electron step (31 min) and the four fake-muon models (`--model
 # fake_muon_multiplicity ...`, 3 min) at 8b020d0, beside other runs at the lowest priority.
+# fake_jet_flow (`--model fake_jet_flow`) at b27ca41 (energy fractions as shares) with
+# OMP_NUM_THREADS=2 on the idle machine, 11 min.
 # Later commits change nothing these models read. jet_flow is still the detector-v1 one, trained with these settings on a lent
 # H200 GPU in 336 s; on CPU it takes about 3 hours, so its v3 retrain waits for a
 # session with a GPU (`training/train_defaults.sh cuda` retrains the whole set). That GPU run
