@@ -255,6 +255,13 @@ class Model:
         return self.meta.get("target_constants", {})
 
     @property
+    def derived_targets(self) -> dict[str, str]:
+        """Targets that a rule of the spec's ``relations`` fixed in the training data, with the
+        rule's name (:func:`flashsim.models.training.exact_relations`): not sampled; the object
+        module computes them from the sampled columns (artifacts trained before: none)."""
+        return self.meta.get("derived_targets", {})
+
+    @property
     def region_constants(self) -> dict[str, dict[str, float]]:
         """Per region of the object module (``outside_tracker``), the targets one value filled
         there in the training data (:func:`flashsim.models.training.region_constants`); the
@@ -482,8 +489,14 @@ def load_model_set(directory: str | Path | None, specs: Mapping[str, ModelSpec],
             raise FlashSimError(f"model {name} in {directory} was trained on features "
                                 f"{model.context.names}, this flashsim computes {expected}: "
                                 "re-train it with this version (`flashsim train`)")
+        unknown = {t: rule for t, rule in model.derived_targets.items()
+                   if rule not in spec.relations.get(t, {})}
+        if unknown:
+            raise FlashSimError(f"model {name} in {directory} derives {unknown} by rules this "
+                                "flashsim does not have: re-train it with this version "
+                                "(`flashsim train`)")
         generated = [*(model.target.names if model.target is not None else []),
-                     *model.constants]
+                     *model.constants, *model.derived_targets]
         absent = [t for t in spec.required if t not in generated]
         if absent:
             raise FlashSimError(f"model {name} in {directory} does not generate "

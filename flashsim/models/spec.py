@@ -8,6 +8,7 @@ the reverse.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,13 @@ class ModelSpec:
     files and records the list in the artifact. ``required`` names the targets the simulation
     cannot do without: training fails when the files lack one, and so does loading an
     artifact that does not generate one.
+
+    ``relations`` are candidate rules that may make a target a fixed function of other
+    columns: ``{target: {rule name: function of the named columns}}``. Training keeps the
+    first rule that the training data obey (:func:`flashsim.models.training.exact_relations`),
+    takes that target out of the flow and records it (``derived_targets``); the object module
+    computes it from the sampled columns. Data that obey none of a target's rules (real CMS
+    NanoAOD) leave it a flow target.
     """
 
     name: str
@@ -36,6 +44,8 @@ class ModelSpec:
     targets: tuple[ColumnSpec, ...] = ()
     max_count: int = 0
     required: tuple[str, ...] = ()
+    relations: Mapping[str, Mapping[str, Callable[[Mapping[str, Any]], Any]]] = field(
+        default_factory=dict)
 
 
 @dataclass

@@ -66,7 +66,8 @@ from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import Preprocessor
 from flashsim.seeds import seeded_rng
 
-__all__ = ["MIN_ROWS", "TrainConfig", "constant_targets", "load_config", "train_model", "validation_mask"]
+__all__ = ["MIN_ROWS", "RELATION_TOLERANCE", "TrainConfig", "constant_targets", "exact_relations",
+           "load_config", "train_model", "validation_mask"]
 
 MIN_ROWS = 2
 """The fewest training rows a model can be fitted (and validated) on."""
@@ -165,6 +166,34 @@ def constant_targets(table: TrainingTable, names: list[str]) -> dict[str, float]
     return out
 
 
+RELATION_TOLERANCE = 0.01
+"""Largest deviation of a training row from a rule of :func:`exact_relations` (NanoAOD
+values): the storage rounding with 6 mantissa bits (the jet energy fractions) moves a value by
+up to 0.008; a rule a detector does not follow misses by far more in some rows."""
+
+
+def exact_relations(table: TrainingTable, relations: dict, names: list[str]) -> dict[str, str]:
+    """The targets among ``names`` that a rule of ``relations`` (:attr:`ModelSpec.relations`)
+    fixes in every row of ``table``, with the first such rule's name: each row's value lies
+    within :data:`RELATION_TOLERANCE` of the rule applied to the row's context and target
+    columns. A flow would only approximate such a target (and spend its capacity on a
+    density that is a thin sheet), so the artifact lists it in ``derived_targets`` and the
+    object module computes it. A rule that needs a column the table lacks does not hold."""
+    columns = {**table.context, **table.target}
+    out = {}
+    for name in names:
+        value = np.asarray(table.target[name], np.float64)
+        for rule, function in relations.get(name, {}).items():
+            try:
+                derived = np.asarray(function(columns), np.float64)
+            except KeyError:
+                continue
+            if len(value) > 1 and np.all(np.abs(derived - value) <= RELATION_TOLERANCE):
+                out[name] = rule
+                break
+    return out
+
+
 def region_constants(table: TrainingTable, names: list[str], *, purity: float = 0.995,
                      min_rows: int = 100) -> dict[str, dict[str, float]]:
     """Per region of ``table.regions``, the targets among ``names`` that one value fills in at
@@ -200,6 +229,7 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                             "with --data / --max-events")
     kind = spec.kind
     constants: dict[str, float] = {}
+    derived: dict[str, str] = {}
     regional: dict[str, dict[str, float]] = {}
     torch.manual_seed(config.seed)
     rng = seeded_rng(config.seed, "training_batches")
@@ -226,9 +256,11 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
                                 "which the simulation needs; train on NANOAODSIM that has it")
         if kind == "flow":  # a cINN's latent targets all enter its task's mapping
             constants = constant_targets(table, [t.name for t in targets])
+            derived = exact_relations(table, spec.relations,
+                                      [t.name for t in targets if t.name not in constants])
             regional = region_constants(table, [t.name for t in targets
-                                                if t.name not in constants])
-        targets = [t for t in targets if t.name not in constants]
+                                                if t.name not in constants | derived])
+        targets = [t for t in targets if t.name not in constants | derived]
         if not targets:
             raise FlashSimError(f"{spec.name}: every target is constant in the training files "
                                 f"({constants}); a flow has nothing to learn: train on more "
@@ -245,6 +277,8 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
     }
     if constants:
         meta["target_constants"] = constants
+    if derived:
+        meta["derived_targets"] = derived
     if regional:
         meta["region_constants"] = regional
     device = torch.device(config.device)

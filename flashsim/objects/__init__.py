@@ -97,11 +97,12 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
                   timings: dict[str, float] | None = None) -> dict:
     """Flash RECO collections for a GEN chunk.
 
-    Order: muons, matched jets, fake jets (each efficiency -> flow -> post-processing),
-    jets merged and pT-ordered, muon-jet cross-references rebuilt (and the jet variables of
-    muons in no jet and ``multiIsoId`` set, :func:`~flashsim.objects.muon.with_jet_variables`),
-    then MET (given the flash objects) and the pileup observables, then — when ``models`` has them — electrons
-    (their working points need the simulated rho) and the electron-jet cross-references.
+    Order: muons, the pileup observables, electrons when ``models`` has them (their working
+    points need the simulated rho), matched jets (given the electrons), fake jets (each
+    efficiency -> flow -> post-processing), jets merged and pT-ordered, the muon-jet
+    cross-references rebuilt (and the jet variables of muons in no jet and ``multiIsoId`` set,
+    :func:`~flashsim.objects.muon.with_jet_variables`) and the electron-jet ones, then MET
+    (given the flash objects).
     Electrons and fake muons draw from streams of their own (``rng.spawn``), so the other
     collections do not depend on whether electrons are simulated, nor the GEN-matched muons
     on whether fake muons are (the jets' muon counts and MET do, as they should). ``Muon_genPartIdx`` and
@@ -121,21 +122,26 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     electron_rng, fake_muon_rng = rng.spawn(2)
     with stage("muon"):
         muons = muon.simulate(gen, models, rng, fake_muon_rng)
+    with stage("met_pv"):
+        pv, rho = met.simulate_pv(gen, models, rng)
+    electrons = None
+    if all(name in models for name in electron.MODELS):
+        with stage("electron"):
+            electrons = electron.simulate(gen, models, electron_rng, rho)
     with stage("jet"):
-        matched = jet.simulate(gen, models, rng)
+        matched = jet.simulate(gen, models, rng, electrons)
     with stage("fake_jet"):
         fakes = fake_jet.simulate(gen, models, rng)
     with stage("assembly"):
         muons, jets = crossref.link(muons, crossref.merge_jets(matched, fakes))
         muons = muon.with_jet_variables(muons)
+        if electrons is not None:
+            electrons, jets = crossref.link(electrons, jets, "electron")
     with stage("met_pv"):
-        pv, rho = met.simulate_pv(gen, models, rng)
         missing = met.simulate_met(gen, models, rng, muons, jets)
     out = {"Muon": muons, "Jet": jets, "MET": missing, "PV": pv, "fixedGridRhoFastjetAll": rho}
-    if all(name in models for name in electron.MODELS):
-        with stage("electron"):
-            electrons = electron.simulate(gen, models, electron_rng, rho)
-            out["Electron"], out["Jet"] = crossref.link(electrons, jets, "electron")
+    if electrons is not None:
+        out["Electron"] = electrons
     if models.weighted:
         written = [out[name] for name in ("Muon", "Electron", "Jet", "MET", "PV") if name in out]
         out["flashsimWeight"] = (event_weight(written) if models.event_classifier is None else

@@ -36,9 +36,10 @@ from flashsim.objects.common import (
 from flashsim.objects.jet import (
     JET_CONTINUOUS,
     JET_DISCRETE,
+    RELATIONS,
     derived_branches,
     jet_properties,
-    outside_tracker,
+    jet_regions,
 )
 
 __all__ = ["MAX_COUNT", "MODELS", "TRAINING_NAMES", "event_activity", "simulate",
@@ -68,7 +69,8 @@ TARGETS = (
 MODELS = {
     "fake_jet_multiplicity": ModelSpec("fake_jet_multiplicity", "fake_jet", "multiplicity",
                                        EVENT_CONTEXT, max_count=MAX_COUNT),
-    "fake_jet_flow": ModelSpec("fake_jet_flow", "fake_jet", "flow", FLOW_CONTEXT, TARGETS),
+    "fake_jet_flow": ModelSpec("fake_jet_flow", "fake_jet", "flow", FLOW_CONTEXT, TARGETS,
+                               relations=RELATIONS),
 }
 
 
@@ -102,7 +104,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
                          np.asarray(ak.flatten(ak.broadcast_arrays(key, fake.pt)[0]), np.uint64),
                          {"sum": (np.asarray(ak.sum(fake.pt * np.cos(fake.phi), axis=1)),
                                   np.asarray(ak.sum(fake.pt * np.sin(fake.phi), axis=1)))},
-                         {"outside_tracker": outside_tracker(flat(fake.eta))})
+                         jet_regions({"eta": flat(fake.eta), "pt": flat(fake.pt)}))
     return {"fake_jet_multiplicity": multiplicity, "fake_jet_flow": flow}
 
 

@@ -42,10 +42,17 @@ bit 4 everywhere are computed from the energy fractions and ``nConstituents`` (J
 2018 criteria); the sampled ``jetId`` only decides the tight bit beyond
 :math:`|\eta| = 2.7`, where the criteria count neutral constituents, which NanoAOD does not
 store. Both rules hold for every jet of ``nano_dy.root`` (real CMS, 188 jets) and by
-construction in the reference detector. (Not derived, though the reference detector makes
-them functions of other branches: ``btagDeepFlavC``, ``btagDeepC``, ``btagCSVV2``,
-``btagCMVA``, ``jercCHF``, ``bRegRes`` and ``puId`` above 50 GeV; real NanoAOD does not
-follow those rules, and the models must keep learning real files.)
+construction in the reference detector.
+
+Branches that the training data make fixed functions of others are computed, not sampled
+(:data:`RELATIONS`; the rule each obeys is the artifact's ``derived_targets``): in the
+reference detector ``btagCMVA``, ``btagDeepFlavC``, ``btagDeepC``, ``btagCSVV2`` (of the
+DeepJet scores), ``bRegRes`` (of :math:`p_T`) and ``jercCHF``; in real CMS NanoAOD
+(``nano_dy.root``) ``jercCHF`` alone. Likewise ``puId`` above 50 GeV, where CMS applies no
+pileup ID, is a region constant when the data fix it (:func:`jet_regions`).
+
+``jet_flow`` also sees the electrons around the GenJet (:data:`ELECTRON_CONTEXT`): the
+simulation runs the electron models first (:func:`flashsim.objects.simulate_reco`).
 """
 
 from __future__ import annotations
@@ -67,20 +74,24 @@ from flashsim.objects.common import (
 from flashsim.objects.lepton import gen_leptons
 
 __all__ = [
+    "ELECTRON_CONTEXT",
+    "ENERGY_FRACTIONS",
+    "ENERGY_FRACTION_SHARES",
     "JET_CONTINUOUS",
     "JET_DISCRETE",
     "MODELS",
     "PHOTON_CONTEXT",
-    "ENERGY_FRACTIONS",
-    "ENERGY_FRACTION_SHARES",
-    "TRAINING_NAMES",
+    "PILEUP_ID_PT",
+    "RELATIONS",
     "TRACKER_ETA",
+    "TRAINING_NAMES",
     "derived_branches",
     "energy_fraction_shares",
     "energy_fractions",
     "exact_jet_id",
     "gen_jets",
     "jet_properties",
+    "jet_regions",
     "outside_tracker",
     "simulate",
     "with_region_constants",
@@ -91,8 +102,8 @@ TRACKER_ETA = 2.5
 """Tracker acceptance :math:`|\\eta|`: beyond it a jet has no tracks, hence no track-based
 tagger (:func:`outside_tracker`)."""
 
-TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Jet", "genWeight", "run", "luminosityBlock",
-                  "event"]
+TRAINING_NAMES = ["GenPart", "GenJet", "Pileup", "Jet", "Electron", "genWeight", "run",
+                  "luminosityBlock", "event"]
 
 CONTEXT = (
     ColumnSpec("gen_pt", transform="log"),
@@ -111,6 +122,18 @@ CONTEXT = (
     ColumnSpec("pileup"),
 )
 EFFICIENCY_CONTEXT = (*CONTEXT, ColumnSpec("fwd_mu_ptfrac", transform="log", offset=1.0))
+#: The RECO electrons around the GenJet (simulated ones in simulation, the full simulation's in
+#: training): :math:`\Delta R` to the nearest and the :math:`p_T` fraction within
+#: :math:`\Delta R < 0.4`. A jet has charged electromagnetic energy (``chEmEF``) when, and
+#: only when, it holds an electron (reference detector; ``nano_dy.root``: 1 of 166 jets without
+#: an electron has ``chEmEF`` > 0), and which jets hold one is decided by the electron models.
+#: Without it the flow gave ``chEmEF`` > 0.5 to jets of which 7% held a simulated electron
+#: (full simulation: all).
+ELECTRON_CONTEXT = (
+    ColumnSpec("ele_dr"),
+    ColumnSpec("ele_ptfrac", transform="log", offset=1.0),
+)
+FLOW_CONTEXT = (*CONTEXT, *ELECTRON_CONTEXT)
 #: The GenJet's leading GEN photon within :math:`\Delta R < 0.4` (status 1 in the pruned
 #: ``GenPart``: above 10 GeV or prompt, e.g. a lepton's FSR): its :math:`p_T` fraction and
 #: offsets from the jet axis, zero without one. Context of the electrons from jets
@@ -150,6 +173,52 @@ JET_CONTINUOUS = {
 #: the simulated leptons linked to each jet.
 JET_DISCRETE = ("nConstituents", "jetId", "puId")
 
+_CSVV2_OF_DEEPFLAVB = ((0.0, 0.0494, 0.2770, 0.7264, 1.0), (0.0, 0.5803, 0.8838, 0.9693, 1.0))
+
+
+def _column(columns: dict, name: str) -> np.ndarray:
+    """A jet branch from sampled or training columns: the energy fractions also from their
+    shares, ``pt`` also from the GenJet's and the response; KeyError when neither is there."""
+    if name in columns:
+        return np.asarray(columns[name], np.float64)
+    if name in ENERGY_FRACTIONS:
+        return energy_fractions(columns)[name]
+    if name == "pt":
+        return np.asarray(columns["gen_pt"], np.float64) * np.asarray(columns["pt_ratio"])
+    raise KeyError(name)
+
+
+def _charged_fraction(columns: dict) -> np.ndarray:
+    return sum(_column(columns, name) for name in ("chHEF", "chEmEF", "muEF"))
+
+
+def _charm_of_deepflav(columns: dict) -> np.ndarray:
+    return _column(columns, "btagDeepFlavCvL") * (1.0 - _column(columns, "btagDeepFlavB"))
+
+
+#: Rules that may make a jet branch a fixed function of others (:attr:`ModelSpec.relations`):
+#: training keeps the first rule the data obey, and that branch is then computed
+#: (:func:`derived_branches`), not sampled. ``jercCHF`` = ``chHEF`` + ``chEmEF`` + ``muEF``
+#: holds for every jet of ``nano_dy.root`` (real CMS: the JERC charged fraction counts every
+#: charged PF candidate); the reference detector up to v3 sets ``jercCHF`` = ``chHEF``, and
+#: makes the older b/c taggers and ``bRegRes`` functions of DeepJet's scores and of
+#: :math:`p_T` (:mod:`flashsim.refdet.jets`), which real NanoAOD does not. Sampled, those were
+#: the detector-v3 ``jet_flow``'s giveaways: ``btagCMVA`` = -1 in 11% of its central jets
+#: (full simulation: 27%, with ``btagDeepFlavB`` = 0), classifier AUC 0.62 from it alone.
+RELATIONS = {
+    "jercCHF": {"chHEF + chEmEF + muEF": _charged_fraction,
+                "chHEF": lambda c: _column(c, "chHEF")},
+    "btagCMVA": {"clip(2 btagDeepFlavB - 1, -1, 1)":
+                 lambda c: np.clip(2.0 * _column(c, "btagDeepFlavB") - 1.0, -1.0, 1.0)},
+    "btagDeepFlavC": {"btagDeepFlavCvL (1 - btagDeepFlavB)": _charm_of_deepflav},
+    "btagDeepC": {"0.6 btagDeepFlavCvL (1 - btagDeepFlavB)":
+                  lambda c: np.clip(0.6 * _charm_of_deepflav(c), 0.0, 1.0)},
+    "btagCSVV2": {"piecewise-linear in btagDeepFlavB":
+                  lambda c: np.interp(_column(c, "btagDeepFlavB"), *_CSVV2_OF_DEEPFLAVB)},
+    "bRegRes": {"0.06 + 1/sqrt(pt)":
+                lambda c: 0.06 + 1.0 / np.sqrt(np.maximum(_column(c, "pt"), 1.0))},
+}
+
 TARGETS = (
     ColumnSpec("pt_ratio", transform="log"),
     ColumnSpec("deta", spikes=False),
@@ -161,12 +230,14 @@ TARGETS = (
 
 MODELS = {
     "jet_efficiency": ModelSpec("jet_efficiency", "jet", "classifier", EFFICIENCY_CONTEXT),
-    "jet_flow": ModelSpec("jet_flow", "jet", "flow", CONTEXT, TARGETS),
+    "jet_flow": ModelSpec("jet_flow", "jet", "flow", FLOW_CONTEXT, TARGETS, relations=RELATIONS),
 }
 
 
-def gen_jets(gen: dict) -> ak.Array:
-    """Every GenJet with its context columns, ``index`` and flavours."""
+def gen_jets(gen: dict, electrons: ak.Array | None = None) -> ak.Array:
+    """Every GenJet with its context columns, ``index`` and flavours; the
+    :data:`ELECTRON_CONTEXT` from the RECO ``electrons`` (``N * var`` with ``pt``, ``eta``,
+    ``phi``; ``None``: none in any event)."""
     jets = gen["GenJet"]
     had = jets.hadronFlavour
     parton = abs(jets.partonFlavour)
@@ -179,6 +250,9 @@ def gen_jets(gen: dict) -> ak.Array:
     pileup = ak.broadcast_arrays(np.asarray(gen["Pileup"].nTrueInt, np.float64), jets.pt)[0]
     photons = part[(part.status == 1) & (part.pdgId == 22)]
     photon_pt, photon_deta, photon_dphi = _leading_within(jets, photons)
+    if electrons is None:
+        electrons = ak.zip({"pt": jets.pt[:, :0], "eta": jets.eta[:, :0], "phi": jets.phi[:, :0]})
+    ele_dr, _ = nearest(jets.eta, jets.phi, electrons.eta, electrons.phi)
     return ak.zip({
         "gen_pt": jets.pt, "gen_eta": jets.eta, "gen_phi": jets.phi, "gen_mass": jets.mass,
         "had_b": 1 * (had == 5), "had_c": 1 * (had == 4), "parton_gluon": 1 * (parton == 21),
@@ -186,6 +260,8 @@ def gen_jets(gen: dict) -> ak.Array:
         "parton_heavy": 1 * ((parton == 4) | (parton == 5)),
         "near_dr": np.minimum(near_dr, 5.0), "near_ptratio": near_pt / jets.pt,
         "mu_dr": np.minimum(mu_dr, 5.0), "pileup": pileup,
+        "ele_dr": np.minimum(ele_dr, 5.0),
+        "ele_ptfrac": _pt_within(jets, electrons.eta, electrons.phi, electrons.pt) / jets.pt,
         "mu_ptfrac": _pt_within(jets, mu.gen_eta, mu.gen_phi, mu.gen_pt) / jets.pt,
         "fwd_mu_ptfrac": _pt_within(jets, forward.eta, forward.phi, forward.pt) / jets.pt,
         "photon_ptfrac": photon_pt / jets.pt, "photon_deta": photon_deta,
@@ -225,14 +301,27 @@ def outside_tracker(eta) -> np.ndarray:
     return np.abs(np.asarray(eta, dtype=np.float64)) >= TRACKER_ETA
 
 
+PILEUP_ID_PT = 50.0
+"""Above this :math:`p_T` (GeV) CMS applies no pileup jet ID; the reference detector then sets
+``puId`` = 7 (all bits), a region constant of the jet flows."""
+
+
+def jet_regions(fields) -> dict[str, np.ndarray]:
+    """The regions where a rule of the detector may fix jet targets (training tables'
+    ``regions``; at sampling, where the flow's ``region_constants`` hold): outside the tracker
+    (:func:`outside_tracker`) and above :data:`PILEUP_ID_PT`. ``fields``: flat ``eta``/``pt``."""
+    return {"outside_tracker": outside_tracker(fields["eta"]),
+            "no_pileup_id": np.asarray(fields["pt"], np.float64) > PILEUP_ID_PT}
+
+
 def with_region_constants(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
-    """``fields`` with the targets the training data fixed outside the tracker set there
-    (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc)."""
-    fixed = model.region_constants.get("outside_tracker", {})
-    if fixed:
-        region = outside_tracker(fields["eta"])
-        for name, value in fixed.items():
-            fields[name] = np.where(region, value, fields[name])
+    """``fields`` with the targets the training data fixed in a region of :func:`jet_regions`
+    set there (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc)."""
+    if model.region_constants:
+        regions = jet_regions(fields)
+        for region, fixed in model.region_constants.items():
+            for name, value in fixed.items():
+                fields[name] = np.where(regions[region], value, fields[name])
     return fields
 
 
@@ -316,18 +405,23 @@ def energy_fractions(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     """``fields`` of sampled jets (matched or fake) completed: the region constants set
     (:func:`with_region_constants`), the energy fractions from their shares
-    (:func:`energy_fractions`) and the ``jetId`` bits they fix (:func:`exact_jet_id`)."""
+    (:func:`energy_fractions`), the branches the training data made functions of others
+    (:data:`RELATIONS`, the artifact's ``derived_targets``) and the ``jetId`` bits they fix
+    (:func:`exact_jet_id`)."""
     fields = with_region_constants(fields, model)
     fractions = energy_fractions(fields)
     fields = {k: v for k, v in fields.items() if k not in ENERGY_FRACTION_SHARES}
     fields.update(fractions)
+    fields.update({name: RELATIONS[name][rule](fields)
+                   for name, rule in model.derived_targets.items()})
     fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return fields
 
 
 def training_tables(chunk: dict) -> dict[str, TrainingTable]:
-    """(GenJet, RECO jet) training rows from a NANOAODSIM chunk, paired by ``Jet_genJetIdx``."""
-    gen = gen_jets(chunk)
+    """(GenJet, RECO jet) training rows from a NANOAODSIM chunk, paired by ``Jet_genJetIdx``;
+    the flow's :data:`ELECTRON_CONTEXT` from the chunk's RECO electrons."""
+    gen = gen_jets(chunk, chunk.get("Electron"))
     reco = chunk["Jet"]
     weight, key = event_weights(chunk), event_keys(chunk)
     n_gen = ak.num(gen.gen_pt)
@@ -346,21 +440,23 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     dx = ak.sum(reco.pt * np.cos(reco.phi) - g.gen_pt * np.cos(g.gen_phi), axis=1)
     dy = ak.sum(reco.pt * np.sin(reco.phi) - g.gen_pt * np.sin(g.gen_phi), axis=1)
     flow = TrainingTable(
-        {c.name: flat(g[c.name]) for c in CONTEXT}, {k: flat(v) for k, v in targets.items()},
+        {c.name: flat(g[c.name]) for c in FLOW_CONTEXT}, {k: flat(v) for k, v in targets.items()},
         flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64),
         {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))},
-        {"outside_tracker": outside_tracker(flat(reco.eta))})
+        jet_regions({"eta": flat(reco.eta), "pt": flat(reco.pt)}))
     return {"jet_efficiency": efficiency, "jet_flow": flow}
 
 
-def simulate(gen: dict, models, rng: np.random.Generator) -> ak.Array:
-    """Flash-simulated RECO jets matched to GenJets, ``N * var * {Jet fields}`` (unordered).
+def simulate(gen: dict, models, rng: np.random.Generator,
+             electrons: ak.Array | None = None) -> ak.Array:
+    """Flash-simulated RECO jets matched to GenJets, ``N * var * {Jet fields}`` (unordered),
+    given the event's simulated ``electrons`` (``None``: none; :data:`ELECTRON_CONTEXT`).
 
     ``genJetIdx`` points into ``gen["GenJet"]``; ordering and the muon cross-references are
     done by :func:`flashsim.objects.crossref.merge_jets` and ``link``.
     """
-    jets = gen_jets(gen)
-    columns = {c.name: flat(jets[c.name]) for c in EFFICIENCY_CONTEXT}
+    jets = gen_jets(gen, electrons)
+    columns = {c.name: flat(jets[c.name]) for c in (*EFFICIENCY_CONTEXT, *ELECTRON_CONTEXT)}
     p = models["jet_efficiency"].probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(jets)), axis=1))
