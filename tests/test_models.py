@@ -335,6 +335,40 @@ def test_targets_a_region_fixes_are_recorded_and_set(tmp_path):
     np.testing.assert_array_equal(fields["a"][2:4], central_a)
 
 
+def test_targets_a_rule_fixes_are_derived_not_sampled(tmp_path):
+    """A target that a candidate rule gives in every row within the storage rounding is taken
+    out of the flow and recorded with the first rule that holds; one the rule misses in a
+    single row, and a rule that needs a column the table lacks, leave their targets sampled.
+    Loading with a spec that lacks the recorded rule fails with a clear message."""
+    from flashsim.models.artifact import load_model_set
+    from flashsim.models.training import RELATION_TOLERANCE, exact_relations
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    a = rng.uniform(0, 1, n)
+    twice = np.clip(2 * a - 1, -1, 1) + rng.uniform(-1e-3, 1e-3, n)  # rounded storage
+    off = twice.copy()
+    off[17] += 3 * RELATION_TOLERANCE
+    table = TrainingTable({"c": rng.normal(size=n)},
+                          {"a": a, "twice": twice, "off": off, "free": rng.normal(size=n)},
+                          np.ones(n), np.arange(n, dtype=np.uint64))
+    rule = {"2a - 1": lambda col: np.clip(2 * col["a"] - 1, -1, 1)}
+    relations = {"twice": {"missing input": lambda col: col["x"], **rule}, "off": rule,
+                 "free": {"needs x": lambda col: col["x"]}}
+    assert exact_relations(table, relations, ["a", "twice", "off", "free"]) == {"twice": "2a - 1"}
+    spec = ModelSpec("rule_flow", "toy", "flow", (ColumnSpec("c"),),
+                     tuple(ColumnSpec(k) for k in table.target), relations=relations)
+    train_model(spec, table, tmp_path, CONFIG, progress=False)
+    write_manifest(tmp_path)
+    model = load_model(tmp_path, "rule_flow")
+    assert model.derived_targets == {"twice": "2a - 1"}
+    assert sorted(model.target.names) == ["a", "free", "off"]
+    assert set(load_model_set(tmp_path, {"rule_flow": spec})) == {"rule_flow"}
+    without = ModelSpec("rule_flow", "toy", "flow", spec.context, spec.targets)
+    with pytest.raises(FlashSimError, match="derives .*twice.* re-train"):
+        load_model_set(tmp_path, {"rule_flow": without})
+
+
 def test_heavy_tails_round_trip_instead_of_being_cut():
     """A Student-t column (df 2): values far beyond 4σ come back from the flow space
     exactly, inside the spline domain; an artifact fitted before the tail compression (no

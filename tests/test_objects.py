@@ -388,7 +388,12 @@ def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     assert {"ip3d_error_ratio"} <= sampled["muon_flow"] & sampled["electron_flow"]
     assert "significance" not in sampled["met_flow"]
     assert "jetId" in {c.spec.name for c in loaded["jet_flow"].target.columns}  # partly free
-    _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(11)))
+    for jet_model in ("jet_flow", "fake_jet_flow"):  # real CMS: jercCHF counts every charged
+        assert loaded[jet_model].derived_targets == {"jercCHF": "chHEF + chEmEF + muEF"}
+        assert "jercCHF" not in sampled[jet_model]
+    reco = simulate_reco(chunk, loaded, np.random.default_rng(11))
+    _assert_exact_columns(reco)
+    _assert_derived_jet_branches(reco["Jet"], loaded)
 
 
 def test_shipped_models_give_the_fixed_branches(chunk):
@@ -397,7 +402,26 @@ def test_shipped_models_give_the_fixed_branches(chunk):
     loaded = load_models()
     assert not {"looseId", "tightCharge", "ip3d", "sip3d"} & {
         c.spec.name for c in loaded["muon_flow"].target.columns}
-    _assert_exact_columns(simulate_reco(chunk, loaded, np.random.default_rng(12)))
+    reco = simulate_reco(chunk, loaded, np.random.default_rng(12))
+    _assert_exact_columns(reco)
+    _assert_derived_jet_branches(reco["Jet"], loaded)
+
+
+def _assert_derived_jet_branches(jets, loaded):
+    """Matched and fake jets give the branches their models derive by their rules (to the
+    float32 storage), and ``puId`` its region constant above 50 GeV where there is one."""
+    from flashsim.objects.jet import PILEUP_ID_PT, RELATIONS
+
+    for name, selected in (("jet_flow", jets[jets.genJetIdx >= 0]),
+                           ("fake_jet_flow", jets[jets.genJetIdx < 0])):
+        fields = {k: ak.to_numpy(ak.flatten(selected[k])).astype(np.float64)
+                  for k in ak.fields(selected)}
+        for branch, rule in loaded[name].derived_targets.items():
+            np.testing.assert_allclose(fields[branch], RELATIONS[branch][rule](fields),
+                                       atol=1e-6, err_msg=f"{name}: {branch}")
+        fixed = loaded[name].region_constants.get("no_pileup_id", {})
+        if "puId" in fixed:
+            assert np.all(fields["puId"][fields["pt"] > PILEUP_ID_PT] == fixed["puId"])
 
 
 @pytest.mark.parametrize("collection", ["Muon", "Electron"])
@@ -556,6 +580,70 @@ def _unique_per_event(values: ak.Array) -> ak.Array:
     keep = ak.concatenate([ak.ones_like(ordered[:, :1], dtype=bool),
                            ordered[:, 1:] != ordered[:, :-1]], axis=1)
     return ordered[keep]
+
+
+def test_jet_branch_rules_hold_in_the_reference_detector_and_cms_keeps_its_own(
+        dy_refdet_sample, chunk):
+    """The reference detector makes the older b/c taggers, ``bRegRes`` and ``jercCHF``
+    functions of other branches, and fixes ``puId`` above 50 GeV: training finds every rule in
+    its jets. Real CMS NanoAOD (``nano_dy.root``) follows only its own ``jercCHF`` rule."""
+    from flashsim.models.training import exact_relations, region_constants
+    from flashsim.objects import jet
+
+    def derived(tables):
+        table = tables["jet_flow"]
+        return exact_relations(table, jet.RELATIONS, list(table.target))
+
+    refdet = read_training_chunk([dy_refdet_sample], jet.TRAINING_NAMES)[0]
+    tables = jet.training_tables(refdet)
+    assert derived(tables) == {
+        "jercCHF": "chHEF", "btagCMVA": "clip(2 btagDeepFlavB - 1, -1, 1)",
+        "btagDeepFlavC": "btagDeepFlavCvL (1 - btagDeepFlavB)",
+        "btagDeepC": "0.6 btagDeepFlavCvL (1 - btagDeepFlavB)",
+        "btagCSVV2": "piecewise-linear in btagDeepFlavB", "bRegRes": "0.06 + 1/sqrt(pt)"}
+    fixed = region_constants(tables["jet_flow"], ["puId", "qgl"], min_rows=10)
+    assert fixed["no_pileup_id"] == {"puId": 7.0}
+    assert derived(jet.training_tables(chunk)) == {"jercCHF": "chHEF + chEmEF + muEF"}
+
+
+def test_jets_see_the_electrons_around_their_genjet(chunk):
+    """The electron context of ``jet_flow``: per GenJet the distance to the nearest electron
+    (5 beyond) and the electrons' pT fraction within 0.4; no electrons: 5 and 0."""
+    from flashsim.kinematics import delta_r
+    from flashsim.objects import jet
+
+    electrons = chunk["Electron"]
+    jets = jet.gen_jets(chunk, electrons)
+    inside = 0
+    for e in range(len(jets)):
+        el = electrons[e]
+        for k in range(len(jets[e])):
+            j = jets[e, k]
+            dr = np.asarray(delta_r(j.gen_eta, j.gen_phi, el.eta, el.phi))
+            assert j.ele_dr == pytest.approx(min(dr.min(initial=5.0), 5.0))
+            assert j.ele_ptfrac == pytest.approx(np.asarray(el.pt)[dr < 0.4].sum() / j.gen_pt)
+            inside += bool((dr < 0.4).any())
+    assert inside >= 3
+    alone = jet.gen_jets(chunk)
+    assert ak.all(alone.ele_dr == 5.0) and ak.all(alone.ele_ptfrac == 0.0)
+
+
+def test_matched_jets_are_sampled_given_the_simulated_electrons(models, chunk, monkeypatch):
+    from flashsim.objects import jet
+
+    seen = []
+    original = jet.simulate
+
+    def recording(gen, models, rng, electrons=None):
+        seen.append(electrons)
+        return original(gen, models, rng, electrons)
+
+    monkeypatch.setattr(jet, "simulate", recording)
+    reco = simulate_reco(chunk, load_models(models), np.random.default_rng(5))
+    assert len(seen) == 1 and seen[0] is not None
+    assert ak.sum(ak.num(reco["Electron"])) == ak.sum(ak.num(seen[0])) > 0
+    np.testing.assert_array_equal(np.sort(ak.to_numpy(ak.flatten(seen[0].pt))),
+                                  np.sort(ak.to_numpy(ak.flatten(reco["Electron"].pt))))
 
 
 def test_energy_fractions_round_trip_through_their_shares():
