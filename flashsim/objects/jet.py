@@ -306,22 +306,26 @@ PILEUP_ID_PT = 50.0
 ``puId`` = 7 (all bits), a region constant of the jet flows."""
 
 
+_REGIONS = {
+    "outside_tracker": lambda fields: outside_tracker(fields["eta"]),
+    "no_pileup_id": lambda fields: np.asarray(fields["pt"], np.float64) > PILEUP_ID_PT,
+}
+
+
 def jet_regions(fields) -> dict[str, np.ndarray]:
     """The regions where a rule of the detector may fix jet targets (training tables'
     ``regions``; at sampling, where the flow's ``region_constants`` hold): outside the tracker
     (:func:`outside_tracker`) and above :data:`PILEUP_ID_PT`. ``fields``: flat ``eta``/``pt``."""
-    return {"outside_tracker": outside_tracker(fields["eta"]),
-            "no_pileup_id": np.asarray(fields["pt"], np.float64) > PILEUP_ID_PT}
+    return {name: region(fields) for name, region in _REGIONS.items()}
 
 
 def with_region_constants(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     """``fields`` with the targets the training data fixed in a region of :func:`jet_regions`
     set there (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc)."""
-    if model.region_constants:
-        regions = jet_regions(fields)
-        for region, fixed in model.region_constants.items():
-            for name, value in fixed.items():
-                fields[name] = np.where(regions[region], value, fields[name])
+    for region, fixed in model.region_constants.items():
+        inside = _REGIONS[region](fields)
+        for name, value in fixed.items():
+            fields[name] = np.where(inside, value, fields[name])
     return fields
 
 
