@@ -104,7 +104,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
                          np.asarray(ak.flatten(ak.broadcast_arrays(key, fake.pt)[0]), np.uint64),
                          {"sum": (np.asarray(ak.sum(fake.pt * np.cos(fake.phi), axis=1)),
                                   np.asarray(ak.sum(fake.pt * np.sin(fake.phi), axis=1)))},
-                         jet_regions({"eta": flat(fake.eta), "pt": flat(fake.pt)}))
+                         jet_regions(fake))
     return {"fake_jet_multiplicity": multiplicity, "fake_jet_flow": flow}
 
 

@@ -49,13 +49,17 @@ Branches that the training data make fixed functions of others are computed, not
 reference detector ``btagCMVA``, ``btagDeepFlavC``, ``btagDeepC``, ``btagCSVV2`` (of the
 DeepJet scores), ``bRegRes`` (of :math:`p_T`) and ``jercCHF``; in real CMS NanoAOD
 (``nano_dy.root``) ``jercCHF`` alone. Likewise ``puId`` above 50 GeV, where CMS applies no
-pileup ID, is a region constant when the data fix it (:func:`jet_regions`).
+pileup ID, and the charm scores of central jets without a displaced track (``btagDeepFlavB``
+exactly 0 in the reference detector) are region constants where the data fix them
+(:func:`jet_regions`).
 
 ``jet_flow`` also sees the electrons around the GenJet (:data:`ELECTRON_CONTEXT`): the
 simulation runs the electron models first (:func:`flashsim.objects.simulate_reco`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import awkward as ak
 import numpy as np
@@ -309,14 +313,28 @@ PILEUP_ID_PT = 50.0
 _REGIONS = {
     "outside_tracker": lambda fields: outside_tracker(fields["eta"]),
     "no_pileup_id": lambda fields: np.asarray(fields["pt"], np.float64) > PILEUP_ID_PT,
+    "no_displaced_track": lambda fields: (~outside_tracker(fields["eta"])
+                                          & (np.asarray(fields["btagDeepFlavB"]) == 0)),
 }
 
 
-def jet_regions(fields) -> dict[str, np.ndarray]:
+def jet_regions(jets: ak.Array) -> dict[str, np.ndarray]:
     """The regions where a rule of the detector may fix jet targets (training tables'
-    ``regions``; at sampling, where the flow's ``region_constants`` hold): outside the tracker
-    (:func:`outside_tracker`) and above :data:`PILEUP_ID_PT`. ``fields``: flat ``eta``/``pt``."""
-    return {name: region(fields) for name, region in _REGIONS.items()}
+    ``regions``; at sampling, where the flow's ``region_constants`` hold), per jet of the
+    jagged RECO ``jets``: outside the tracker (:func:`outside_tracker`), above
+    :data:`PILEUP_ID_PT`, and inside the tracker with ``btagDeepFlavB`` exactly 0 (the
+    reference detector's jets without a track of positive impact-parameter significance,
+    27% of the central VBF jets, whose charm scores are then fixed too: the detector-v3
+    ``jet_flow`` gave the fixed ``btagDeepFlavCvB`` to 36% of them). Regions whose branches
+    ``jets`` lacks are left out."""
+    available = set(ak.fields(jets))
+    columns = {name: flat(jets[name]) for name in ("eta", "pt", "btagDeepFlavB")
+               if name in available}
+    out = {}
+    for name, region in _REGIONS.items():
+        with contextlib.suppress(KeyError):
+            out[name] = region(columns)
+    return out
 
 
 def with_region_constants(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
@@ -447,7 +465,7 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
         {c.name: flat(g[c.name]) for c in FLOW_CONTEXT}, {k: flat(v) for k, v in targets.items()},
         flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64),
         {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))},
-        jet_regions({"eta": flat(reco.eta), "pt": flat(reco.pt)}))
+        jet_regions(reco))
     return {"jet_efficiency": efficiency, "jet_flow": flow}
 
 
