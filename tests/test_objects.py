@@ -409,8 +409,8 @@ def test_shipped_models_give_the_fixed_branches(chunk):
 
 def _assert_derived_jet_branches(jets, loaded):
     """Matched and fake jets give the branches their models derive by their rules (to the
-    float32 storage), and ``puId`` its region constant above 50 GeV where there is one."""
-    from flashsim.objects.jet import PILEUP_ID_PT, RELATIONS
+    float32 storage), and the region constants in their regions."""
+    from flashsim.objects.jet import RELATIONS, jet_regions
 
     for name, selected in (("jet_flow", jets[jets.genJetIdx >= 0]),
                            ("fake_jet_flow", jets[jets.genJetIdx < 0])):
@@ -419,9 +419,10 @@ def _assert_derived_jet_branches(jets, loaded):
         for branch, rule in loaded[name].derived_targets.items():
             np.testing.assert_allclose(fields[branch], RELATIONS[branch][rule](fields),
                                        atol=1e-6, err_msg=f"{name}: {branch}")
-        fixed = loaded[name].region_constants.get("no_pileup_id", {})
-        if "puId" in fixed:
-            assert np.all(fields["puId"][fields["pt"] > PILEUP_ID_PT] == fixed["puId"])
+        regions = jet_regions(selected)
+        for region, fixed in loaded[name].region_constants.items():
+            for branch, value in fixed.items():
+                assert np.all(fields[branch][regions[region]] == np.float32(value)), (name, branch)
 
 
 @pytest.mark.parametrize("collection", ["Muon", "Electron"])
@@ -601,8 +602,12 @@ def test_jet_branch_rules_hold_in_the_reference_detector_and_cms_keeps_its_own(
         "btagDeepFlavC": "btagDeepFlavCvL (1 - btagDeepFlavB)",
         "btagDeepC": "0.6 btagDeepFlavCvL (1 - btagDeepFlavB)",
         "btagCSVV2": "piecewise-linear in btagDeepFlavB", "bRegRes": "0.06 + 1/sqrt(pt)"}
-    fixed = region_constants(tables["jet_flow"], ["puId", "qgl"], min_rows=10)
+    fixed = region_constants(tables["jet_flow"], ["puId", "qgl", "btagDeepFlavCvB"], min_rows=10)
     assert fixed["no_pileup_id"] == {"puId": 7.0}
+    assert fixed["outside_tracker"] == {"qgl": -1.0, "btagDeepFlavCvB": 0.0}
+    # no displaced track: DeepFlavB 0 and CvB the logistic of its constant term, 1.5
+    assert fixed["no_displaced_track"]["btagDeepFlavCvB"] == pytest.approx(1 / (1 + np.exp(-1.5)),
+                                                                            abs=1e-3)
     assert derived(jet.training_tables(chunk)) == {"jercCHF": "chHEF + chEmEF + muEF"}
 
 
