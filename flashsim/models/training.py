@@ -258,8 +258,10 @@ def train_model(spec: ModelSpec, table: TrainingTable, out_dir: str | Path, conf
             constants = constant_targets(table, [t.name for t in targets])
             derived = exact_relations(table, spec.relations,
                                       [t.name for t in targets if t.name not in constants])
+            # derived targets too: a rule applied to a region's constant inputs need not give
+            # the stored value (rounded from the detector's unrounded inputs), the constant does
             regional = region_constants(table, [t.name for t in targets
-                                                if t.name not in constants | derived])
+                                                if t.name not in constants])
         targets = [t for t in targets if t.name not in constants | derived]
         if not targets:
             raise FlashSimError(f"{spec.name}: every target is constant in the training files "

@@ -60,6 +60,7 @@ simulation runs the electron models first (:func:`flashsim.objects.simulate_reco
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 
 import awkward as ak
 import numpy as np
@@ -337,13 +338,16 @@ def jet_regions(jets: ak.Array) -> dict[str, np.ndarray]:
     return out
 
 
-def with_region_constants(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
+def with_region_constants(fields: dict[str, np.ndarray], model,
+                          names: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """``fields`` with the targets the training data fixed in a region of :func:`jet_regions`
-    set there (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc)."""
+    set there (:attr:`~flashsim.models.artifact.Model.region_constants`; module doc); only
+    those among ``names`` if given."""
     for region, fixed in model.region_constants.items():
         inside = _REGIONS[region](fields)
         for name, value in fixed.items():
-            fields[name] = np.where(inside, value, fields[name])
+            if names is None or name in names:
+                fields[name] = np.where(inside, value, fields[name])
     return fields
 
 
@@ -436,6 +440,9 @@ def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     fields.update(fractions)
     fields.update({name: RELATIONS[name][rule](fields)
                    for name, rule in model.derived_targets.items()})
+    # a region's derived branches: its stored constant, not the rule of its constant inputs
+    # (0.6 x the constant CvL of jets without a displaced track rounds to another grid point)
+    fields = with_region_constants(fields, model, model.derived_targets)
     fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return fields
 
