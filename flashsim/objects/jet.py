@@ -434,15 +434,16 @@ def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarr
     (:func:`energy_fractions`), the branches the training data made functions of others
     (:data:`RELATIONS`, the artifact's ``derived_targets``) and the ``jetId`` bits they fix
     (:func:`exact_jet_id`)."""
-    fields = with_region_constants(fields, model)
+    derived = model.derived_targets
+    sampled = {name for fixed in model.region_constants.values() for name in fixed} - set(derived)
+    fields = with_region_constants(fields, model, sampled)
     fractions = energy_fractions(fields)
     fields = {k: v for k, v in fields.items() if k not in ENERGY_FRACTION_SHARES}
     fields.update(fractions)
-    fields.update({name: RELATIONS[name][rule](fields)
-                   for name, rule in model.derived_targets.items()})
+    fields.update({name: RELATIONS[name][rule](fields) for name, rule in derived.items()})
     # a region's derived branches: its stored constant, not the rule of its constant inputs
     # (0.6 x the constant CvL of jets without a displaced track rounds to another grid point)
-    fields = with_region_constants(fields, model, model.derived_targets)
+    fields = with_region_constants(fields, model, derived)
     fields.update(exact_jet_id(fields))  # replaces the bits the flow sampled
     return fields
 
