@@ -16,21 +16,20 @@
 #    ee and ttbar (seeds 104-105).
 #
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
-# epochs, time and device): every model except jet_flow with this script's commands and
-# settings, on reference-detector v3 samples, on the 2-core development machine, one process
-# per core: the jet step without jet_flow (`flashsim train jet --model jet_efficiency`), the
-# fake-jet and MET steps at 666b7c0 (tail compression; jet_efficiency 66 s, fake jets 34 min,
-# MET and PV 14 min); muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min),
-# the electron step (31 min) and the four fake-muon models (`--model
-# fake_muon_multiplicity ...`, 3 min) at 8b020d0, beside other runs at the lowest priority.
-# fake_jet_flow (`--model fake_jet_flow`) at b27ca41 (energy fractions as shares) with
-# OMP_NUM_THREADS=2 on the idle machine, 11 min.
-# Later commits change nothing these models read. jet_flow is still the detector-v1 one, trained with these settings on a lent
-# H200 GPU in 336 s; on CPU it takes about 3 hours, so its v3 retrain waits for a
-# session with a GPU (`training/train_defaults.sh cuda` retrains the whole set). That GPU run
-# could not import the NanoAOD schema, so jet_flow's jetId/puId value grids were fitted on the
-# observed range; its metadata records the repair ("allowed") that restores the schema's
-# values, and a rerun of this script needs no repair.
+# epochs, time and device): every model with this script's commands and settings, on
+# reference-detector v3 samples, on the 2-core development machine, one process per core:
+# the jet step without jet_flow (`flashsim train jet --model jet_efficiency`), the MET and PV
+# step at 666b7c0 (tail compression; jet_efficiency 66 s, MET and PV 14 min);
+# muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min), the electron step
+# (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
+# 8b020d0, beside other runs at the lowest priority; the fake-electron, pileup-electron and
+# fake/pileup-muon flows at the commits README's *Shipped models* names. jet_flow
+# (`--model jet_flow`, 80 min) and then fake_jet_flow (`--model fake_jet_flow`, 11 min) at
+# 1aab197 (branch rules, the jets' electrons) with OMP_NUM_THREADS=2, one after the other on
+# the idle machine, their region constants then recomputed as 06152b5 computes them (derived
+# targets too; the flows' training does not read them, so a rerun gives the same weights and
+# this metadata; each artifact records it); fake_jet_multiplicity at 666b7c0. Later commits change nothing these
+# models read. Two threads give the same recipe, not the same bytes, as this script's one.
 # ONNX files are not shipped (size): the onnx backend exports each model in memory when
 # it loads, and `flashsim export-onnx flashsim/pretrained -o DIR` writes them out.
 # The unfolding models (flashsim/pretrained/unfold/) have their own recipe,
