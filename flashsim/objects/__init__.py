@@ -103,9 +103,11 @@ def simulate_reco(gen: dict, models, rng: np.random.Generator,
     cross-references rebuilt (and the jet variables of muons in no jet and ``multiIsoId`` set,
     :func:`~flashsim.objects.muon.with_jet_variables`) and the electron-jet ones, then MET
     (given the flash objects).
-    Electrons and fake muons draw from streams of their own (``rng.spawn``), so the other
-    collections do not depend on whether electrons are simulated, nor the GEN-matched muons
-    on whether fake muons are (the jets' muon counts and MET do, as they should). ``Muon_genPartIdx`` and
+    Electrons and fake muons draw from streams of their own (``rng.spawn``), so the muons,
+    pileup observables and fake jets do not depend on whether electrons are simulated (the
+    GEN-matched jets do, through their electron context, and MET through them), nor the
+    GEN-matched muons on whether fake muons are (the jets' muon counts and MET do, as they
+    should). ``Muon_genPartIdx`` and
     ``Electron_genPartIdx`` point into ``gen["GenPart"]``, ``Jet_genJetIdx`` into
     ``gen["GenJet"]``; -1 = no match.
 
