@@ -12,7 +12,7 @@ from flashsim.nanoaod.muon_working_points import CUT_BASED_IDS, HIDDEN
 from flashsim.nanoaod.precision import reduce_mantissa
 from flashsim.nanoaod.reader import read_chunk
 from flashsim.nanoaod.schema import load_schema
-from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, simulate_reco
+from flashsim.objects import MODEL_SPECS, OBJECTS, crossref, load_models, met, simulate_reco
 from flashsim.objects.common import dequantize_reco, read_training_chunk
 from flashsim.objects.jet import (
     ENERGY_FRACTION_SHARES,
@@ -305,6 +305,31 @@ def test_merge_jets_orders_and_applies_the_nanoaod_cut():
     jets = crossref.merge_jets(matched, fake)
     assert jets.pt.tolist() == [[60.0, 20.0], []]
     assert jets.genJetIdx.tolist() == [[-1, 0], []]
+
+
+def test_invisible_muons_are_the_lost_ones_outside_the_tracked_only_band():
+    # event 0: a taken muon, a lost forward one, one lost at |eta| 2.45 (tracked, kept by
+    # particle flow as a charged hadron), a status-2 muon and a pion; event 1: no GEN muon
+    gen = ak.Array([
+        [{"pdgId": 13, "status": 1, "pt": 40.0, "eta": 0.5, "phi": 0.0},
+         {"pdgId": -13, "status": 1, "pt": 30.0, "eta": 3.1, "phi": np.pi / 2},
+         {"pdgId": 13, "status": 1, "pt": 20.0, "eta": -2.45, "phi": 0.0},
+         {"pdgId": 13, "status": 2, "pt": 50.0, "eta": 3.5, "phi": 0.0},
+         {"pdgId": 211, "status": 1, "pt": 10.0, "eta": 4.0, "phi": 0.0}],
+        [{"pdgId": 211, "status": 1, "pt": 10.0, "eta": 0.0, "phi": 0.0}],
+    ])
+    x, y = met.invisible_muons(gen, ak.Array([[0, -1], [7]]))  # 7: out of range, ignored
+    np.testing.assert_allclose(x, [0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(y, [30.0, 0.0])
+    x, y = met.invisible_muons(gen, ak.Array([[1], []]))  # the central muon lost instead
+    np.testing.assert_allclose(x, [40.0, 0.0], atol=1e-9)
+
+
+def test_met_context_counts_the_lost_muons(chunk):
+    table = met.training_tables(chunk)["met_flow"]
+    lost = np.hypot(*met.invisible_muons(chunk["GenPart"], chunk["Muon"].genPartIdx))
+    np.testing.assert_allclose(table.context["invisible_muon_pt"], lost)
+    assert np.any(lost > 0)  # nano_dy.root (real CMS) loses muons too
 
 
 def test_pileup_observables_need_npu(chunk):

@@ -18,8 +18,10 @@
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
 # epochs, time and device): every model with this script's commands and settings, on
 # reference-detector v3 samples, on the 2-core development machine, one process per core:
-# the jet step without jet_flow (`flashsim train jet --model jet_efficiency`), the MET and PV
-# step at 666b7c0 (tail compression; jet_efficiency 66 s, MET and PV 14 min);
+# the jet step without jet_flow (`flashsim train jet --model jet_efficiency`) and pv_flow
+# (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; jet_efficiency 66 s, MET
+# and PV 14 min); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at ebca42b (the
+# muons no RECO muon took);
 # muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min), the electron step
 # (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
 # 8b020d0, beside other runs at the lowest priority; the fake-electron, pileup-electron and
