@@ -260,12 +260,14 @@ def validate(full, flash, output, plots_mode, seed, quiet) -> None:
               help="Model directory (default: the shipped models).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report directory (samples/, PNGs, summary.md, metrics.json).")
-def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output) -> None:
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Also write a `flashsim validate` report per process (validation_<process>/).")
+def benchmark_hmumu(n_events, jobs, oversample, seed, lumi_fb, models, output, validate) -> None:
     """VBF H->mumu benchmark: held-out samples, full vs flash, one coffea analysis."""
     from flashsim.validation import run_hmumu_benchmark
 
     run_hmumu_benchmark(output, n_events=n_events, jobs=jobs, oversample=oversample, seed=seed,
-                        lumi_fb=lumi_fb, models=models)
+                        lumi_fb=lumi_fb, models=models, validate=validate)
     click.echo(f"wrote {output / 'summary.md'} and {output / 'metrics.json'}")
 
 

@@ -349,7 +349,8 @@ def test_analysis_missing_file(tmp_path):
 @pytest.mark.slow
 def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
     """The whole benchmark on a few hundred events (tiny models: plumbing, not fidelity);
-    a second run with another --oversample reuses the held-out samples."""
+    a second run with another --oversample reuses the held-out samples, and with
+    --no-validate leaves the validation reports alone."""
     from click.testing import CliRunner
 
     from flashsim.cli import cli
@@ -372,9 +373,11 @@ def test_benchmark_hmumu_end_to_end(tiny_models, tmp_path):
     assert (out / "validation_vbf_hmumu" / "metrics.json").is_file()
 
     samples = {p: p.stat().st_mtime_ns for p in (out / "samples").glob("*_full.root")}
-    result = CliRunner().invoke(cli, [*args, "--oversample", "3"])
+    reports = {p: p.stat().st_mtime_ns for p in out.glob("validation_*/metrics.json")}
+    result = CliRunner().invoke(cli, [*args, "--oversample", "3", "--no-validate"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert {p: p.stat().st_mtime_ns for p in samples} == samples
+    assert {p: p.stat().st_mtime_ns for p in reports} == reports  # not rewritten
     oversampling = json.loads((out / "metrics.json").read_text())["oversampling"]
     assert oversampling["dy_mumu_105_160_flash"]["replicas"] == 3
 
