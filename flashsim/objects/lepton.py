@@ -40,6 +40,7 @@ __all__ = [
     "kinematic_targets",
     "momentum_delta",
     "neutral_isolation_targets",
+    "region_context",
     "row_table",
     "sample_reconstructed",
     "simulate_matched",
@@ -84,9 +85,17 @@ def hadron_flavour(pdg_id):
                     ak.where(has_heavy_quark(pdg_id, CHARM), 4, 0))
 
 
-def gen_leptons(gen: dict, pdg_id: int) -> ak.Array:
-    """The GEN leptons of ``|pdgId| == pdg_id`` (module doc) with every context column and
-    ``index`` into GenPart."""
+def region_context(eta_edges: tuple[float, ...]) -> tuple[ColumnSpec, ...]:
+    r"""Where a GEN lepton points in the detector: :math:`|\eta|` and one step
+    ``beyond_eta_<edge>`` per edge (:func:`gen_leptons` computes them). An efficiency that
+    falls to zero at an acceptance edge is a step a classifier fed the signed :math:`\eta`
+    smooths into a ramp."""
+    return (ColumnSpec("gen_abs_eta"), *(ColumnSpec(f"beyond_eta_{edge:g}") for edge in eta_edges))
+
+
+def gen_leptons(gen: dict, pdg_id: int, eta_edges: tuple[float, ...] = ()) -> ak.Array:
+    """The GEN leptons of ``|pdgId| == pdg_id`` (module doc) with every context column,
+    the :func:`region_context` of ``eta_edges`` and ``index`` into GenPart."""
     part = gen["GenPart"]
     index = ak.local_index(part.pt, axis=1)
     select = ((part.status == 1) & (abs(part.pdgId) == pdg_id) & (part.pt > GEN_PT_MIN)
@@ -107,7 +116,8 @@ def gen_leptons(gen: dict, pdg_id: int) -> ak.Array:
         "mother_b": 1 * (mother_flavour == 5), "mother_c": 1 * (mother_flavour == 4),
         "jet_dr": np.minimum(dr, 1.0), "jet_ptratio": jet_pt / lep.pt,
         "jet_b": 1 * (jet_flavour == 5), "jet_c": 1 * (jet_flavour == 4),
-        "pileup": pileup, "index": index,
+        "pileup": pileup, "index": index, "gen_abs_eta": abs(lep.eta),
+        **{f"beyond_eta_{edge:g}": 1 * (abs(lep.eta) > edge) for edge in eta_edges},
     }
     return ak.zip(fields)
 
@@ -176,16 +186,18 @@ def _match(reco_idx, gen_idx):
     return ak.any(same, axis=2), ak.fill_none(ak.argmax(same, axis=2), 0)
 
 
-def training_pairs(chunk: dict, gen: ak.Array, reco: ak.Array
+def training_pairs(chunk: dict, gen: ak.Array, reco: ak.Array,
+                   efficiency_context: tuple[ColumnSpec, ...] = CONTEXT
                    ) -> tuple[TrainingTable, ak.Array, ak.Array, ak.Array]:
-    """The efficiency table of the GEN leptons ``gen`` (target ``reconstructed``), and the
-    RECO leptons paired with them by ``genPartIdx``: ``(table, matched RECO, their GEN,
-    unmatched RECO)``."""
+    """The efficiency table of the GEN leptons ``gen`` (target ``reconstructed``, context
+    ``efficiency_context``), and the RECO leptons paired with them by ``genPartIdx``:
+    ``(table, matched RECO, their GEN, unmatched RECO)``."""
     weight, key = event_weights(chunk), event_keys(chunk)
     reconstructed = ak.any(gen.index[:, :, None] == reco.genPartIdx[:, None, :], axis=2)
     per_gen = ak.broadcast_arrays(weight, gen.gen_pt)[0], ak.broadcast_arrays(key, gen.gen_pt)[0]
     table = TrainingTable(
-        {c.name: flat(gen[c.name]) for c in CONTEXT}, {"reconstructed": flat(reconstructed)},
+        {c.name: flat(gen[c.name]) for c in efficiency_context},
+        {"reconstructed": flat(reconstructed)},
         flat(per_gen[0]), np.asarray(ak.flatten(per_gen[1]), dtype=np.uint64))
     matched, position = _match(reco.genPartIdx, gen.index)
     return table, reco[matched], gen[position[matched]], reco[~matched]
@@ -228,13 +240,15 @@ def momentum_delta(reco, g) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(dx, dtype=np.float64), np.asarray(dy, dtype=np.float64)
 
 
-def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generator
+def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generator,
+                         efficiency_context: tuple[ColumnSpec, ...] = CONTEXT
                          ) -> tuple[ak.Array, dict, dict, np.ndarray]:
-    """Draw which GEN leptons are reconstructed (``efficiency``) and sample their RECO
-    properties (``flow``): ``(kept GEN leptons flat, their context columns, flow output with
-    pt/eta/phi/charge rebuilt, counts per event)``."""
+    """Draw which GEN leptons are reconstructed (``efficiency``, given
+    ``efficiency_context``) and sample their RECO properties (``flow``): ``(kept GEN leptons
+    flat, their context columns, flow output with pt/eta/phi/charge rebuilt, counts per
+    event)``."""
+    p = efficiency.probability({c.name: flat(gen[c.name]) for c in efficiency_context})
     columns = {c.name: flat(gen[c.name]) for c in CONTEXT}
-    p = efficiency.probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(gen)), axis=1))
     kept = ak.flatten(gen)[keep]
@@ -248,11 +262,14 @@ def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generat
 
 
 def simulate_matched(gen: ak.Array, efficiency, flow, rng: np.random.Generator,
-                     assemble: Callable[[dict], dict]) -> tuple[dict, np.ndarray]:
+                     assemble: Callable[[dict], dict],
+                     efficiency_context: tuple[ColumnSpec, ...] = CONTEXT
+                     ) -> tuple[dict, np.ndarray]:
     """The RECO leptons of the GEN leptons ``gen`` (:func:`sample_reconstructed`), their
     sampled targets made branches by ``assemble``, with ``genPartIdx`` and ``genPartFlav``
     (:func:`gen_flavour`); and the event of each."""
-    kept, _, sampled, counts = sample_reconstructed(gen, efficiency, flow, rng)
+    kept, _, sampled, counts = sample_reconstructed(gen, efficiency, flow, rng,
+                                                    efficiency_context)
     fields = assemble(sampled)
     fields["genPartIdx"] = flat(kept.index)
     fields["genPartFlav"] = flat(gen_flavour(kept))
