@@ -414,6 +414,7 @@ def test_models_do_not_sample_what_other_branches_fix(models, chunk):
     assert not {"ip3d", "sip3d"} & sampled["electron_flow"]
     assert {"ip3d_error_ratio"} <= sampled["muon_flow"] & sampled["electron_flow"]
     assert "significance" not in sampled["met_flow"]
+    assert "covXY" not in sampled["met_flow"] and "cov_rho" in sampled["met_flow"]
     assert "jetId" in {c.spec.name for c in loaded["jet_flow"].target.columns}  # partly free
     for jet_model in ("jet_flow", "fake_jet_flow"):  # real CMS: jercCHF counts every charged
         assert loaded[jet_model].derived_targets == {"jercCHF": "chHEF + chEmEF + muEF"}
