@@ -172,6 +172,19 @@ def test_met_covariance_keeps_the_correlations_it_was_trained_on(held_out_files)
 
 
 @pytest.mark.slow  # held_out generates and simulates 1100 events
+def test_muons_end_where_the_muon_system_does(held_out):
+    # GEN muons reach |eta| 2.5, the reconstruction 2.4: an efficiency that smoothed the step
+    # put 1.1% of the flash muons beyond 2.4 (VBF, 50 000 events), the full simulation none
+    for process in ("dy_mumu", "vbf_hmumu"):
+        full, flash = (ak.flatten(abs(events.Muon.eta[events.Muon.genPartIdx >= 0]))
+                       for events in held_out[process])
+        assert float(ak.mean(full > 2.41)) == 0.0
+        assert float(ak.mean(flash > 2.41)) < 0.002, process
+        central = [float(ak.sum(m > 2.1) / len(m)) for m in (full, flash)]
+        assert central[1] == pytest.approx(central[0], rel=0.25), process
+
+
+@pytest.mark.slow  # held_out generates and simulates 1100 events
 def test_discrete_branches_on_allowed_values(held_out):
     schema = load_schema()
     _, flash = held_out["ttbar"]

@@ -20,9 +20,9 @@
 # reference-detector v3 samples, on the 2-core development machine, one process per core:
 # the jet step without jet_flow (`flashsim train jet --model jet_efficiency`) and pv_flow
 # (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; jet_efficiency 66 s, MET
-# and PV 14 min); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at ebca42b (the
-# muons no RECO muon took);
-# muon_efficiency at 0218b9e; muon_flow (`--model muon_flow`, 48 min), the electron step
+# and PV 14 min); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
+# muons no RECO muon took, the covariance's correlation);
+# muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min), the electron step
 # (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
 # 8b020d0, beside other runs at the lowest priority; the fake-electron, pileup-electron and
 # fake/pileup-muon flows at the commits README's *Shipped models* names. jet_flow
