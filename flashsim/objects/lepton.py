@@ -247,8 +247,9 @@ def sample_reconstructed(gen: ak.Array, efficiency, flow, rng: np.random.Generat
     ``efficiency_context``) and sample their RECO properties (``flow``): ``(kept GEN leptons
     flat, their context columns, flow output with pt/eta/phi/charge rebuilt, counts per
     event)``."""
-    p = efficiency.probability({c.name: flat(gen[c.name]) for c in efficiency_context})
-    columns = {c.name: flat(gen[c.name]) for c in CONTEXT}
+    columns = {name: flat(gen[name])
+               for name in dict.fromkeys(c.name for c in (*CONTEXT, *efficiency_context))}
+    p = efficiency.probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(gen)), axis=1))
     kept = ak.flatten(gen)[keep]

@@ -168,8 +168,8 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     targets.update({k: np.asarray(met[k], np.float64) for k in _MET_BRANCHES
                     if k in ak.fields(met)})
     if {"covXX", "covXY", "covYY"} <= set(ak.fields(met)):
-        targets["cov_rho"] = (np.asarray(met.covXY, np.float64)
-                              / np.sqrt(np.asarray(met.covXX, np.float64) * met.covYY))
+        cxx, cxy, cyy = (np.asarray(met[k], np.float64) for k in ("covXX", "covXY", "covYY"))
+        targets["cov_rho"] = cxy / np.sqrt(cxx * cyy)
     pv = chunk["PV"]
     pv_targets = {k: np.asarray(pv[k], np.float64) for k in PV_BRANCHES if k in ak.fields(pv)}
     if "fixedGridRhoFastjetAll" in chunk:
