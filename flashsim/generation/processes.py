@@ -122,6 +122,10 @@ PROCESSES: dict[str, Process] = {
                 "semi-leptonic top pairs, muon channel: one W -> mu nu, the other W -> q q'",
                 ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on",
                  "24:onMode = off", "24:onIfAny = 1 2 3 4 5 13", *_ONE_W_TO_MUON)),
+        Process("qcd_dijet",
+                "QCD 2 -> 2 (HardQCD:all), pT-hat > 30 GeV: quark and gluon jets over the whole "
+                "calorimeter, forward jets of high energy included",
+                ("HardQCD:all = on", "PhaseSpace:pTHatMin = 30.")),
         Process("minbias", "minimum bias: inelastic non-diffractive pp (SoftQCD:nonDiffractive)",
                 ("SoftQCD:nonDiffractive = on",)),
     )

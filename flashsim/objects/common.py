@@ -29,6 +29,8 @@ __all__ = [
     "flat",
     "nearest",
     "read_training_chunk",
+    "region_columns",
+    "region_context",
     "sample_counted",
     "typed",
     "vector_sum",
@@ -94,6 +96,21 @@ def nearest(eta, phi, other_eta, other_phi, *, exclude_self: bool = False,
     best = ak.fill_none(ak.min(dr, axis=2), np.inf)
     found = best < np.inf
     return ak.where(found, best, default), ak.where(found, ak.fill_none(index, -1), -1)
+
+
+def region_context(eta_edges: tuple[float, ...]) -> tuple[ColumnSpec, ...]:
+    r"""Where a GEN object points in the detector: :math:`|\eta|` and one step
+    ``beyond_eta_<edge>`` per edge (:func:`region_columns` computes them). An efficiency or
+    response that changes in a step at a detector boundary is one a network fed the signed
+    :math:`\eta` smooths into a ramp, and learns each side of the detector apart."""
+    return (ColumnSpec("gen_abs_eta"), *(ColumnSpec(f"beyond_eta_{edge:g}") for edge in eta_edges))
+
+
+def region_columns(eta, eta_edges: tuple[float, ...]) -> dict:
+    """The columns of :func:`region_context` for objects at pseudorapidity ``eta``."""
+    abs_eta = abs(eta)
+    return {"gen_abs_eta": abs_eta, **{f"beyond_eta_{edge:g}": 1 * (abs_eta > edge)
+                                       for edge in eta_edges}}
 
 
 def vector_sum(pt, phi) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,8 @@ exactly 0 in the reference detector) are region constants where the data fix the
 (:func:`jet_regions`).
 
 ``jet_flow`` also sees the electrons around the GenJet (:data:`ELECTRON_CONTEXT`): the
-simulation runs the electron models first (:func:`flashsim.objects.simulate_reco`).
+simulation runs the electron models first (:func:`flashsim.objects.simulate_reco`); and the
+calorimeter region the GenJet points at (:data:`REGION_CONTEXT`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ from flashsim.objects.common import (
     event_weights,
     flat,
     nearest,
+    region_columns,
+    region_context,
     typed,
 )
 from flashsim.objects.lepton import gen_leptons
@@ -82,11 +85,13 @@ __all__ = [
     "ELECTRON_CONTEXT",
     "ENERGY_FRACTIONS",
     "ENERGY_FRACTION_SHARES",
+    "ETA_EDGES",
     "JET_CONTINUOUS",
     "JET_DISCRETE",
     "MODELS",
     "PHOTON_CONTEXT",
     "PILEUP_ID_PT",
+    "REGION_CONTEXT",
     "RELATIONS",
     "TRACKER_ETA",
     "TRAINING_NAMES",
@@ -138,7 +143,16 @@ ELECTRON_CONTEXT = (
     ColumnSpec("ele_dr"),
     ColumnSpec("ele_ptfrac", transform="log", offset=1.0),
 )
-FLOW_CONTEXT = (*CONTEXT, *ELECTRON_CONTEXT)
+#: Where the GenJet points in the calorimeters: one step per edge of the ECAL barrel, the
+#: tracker, the 2018 tight jet ID's regions (2.6, 2.7) and HF (3.0), beside :math:`|\eta|`
+#: (:func:`~flashsim.objects.common.region_context`). The response, the energy fractions and
+#: the jet ID change in steps there, and a conditioner fed the signed :math:`\eta` alone
+#: smooths each step: on held-out VBF H→μμ the ``jet_flow`` without them passed the tight ID
+#: in 84.0% of the jets at :math:`2.5 < |\eta| < 3` against 89.7% in the full simulation,
+#: and 95.0% against 98.6% beyond 3.
+ETA_EDGES = (1.479, TRACKER_ETA, 2.6, 2.7, 3.0)
+REGION_CONTEXT = region_context(ETA_EDGES)
+FLOW_CONTEXT = (*CONTEXT, *ELECTRON_CONTEXT, *REGION_CONTEXT)
 #: The GenJet's leading GEN photon within :math:`\Delta R < 0.4` (status 1 in the pruned
 #: ``GenPart``: above 10 GeV or prompt, e.g. a lepton's FSR): its :math:`p_T` fraction and
 #: offsets from the jet axis, zero without one. Context of the electrons from jets
@@ -270,7 +284,7 @@ def gen_jets(gen: dict, electrons: ak.Array | None = None) -> ak.Array:
         "mu_ptfrac": _pt_within(jets, mu.gen_eta, mu.gen_phi, mu.gen_pt) / jets.pt,
         "fwd_mu_ptfrac": _pt_within(jets, forward.eta, forward.phi, forward.pt) / jets.pt,
         "photon_ptfrac": photon_pt / jets.pt, "photon_deta": photon_deta,
-        "photon_dphi": photon_dphi,
+        "photon_dphi": photon_dphi, **region_columns(jets.eta, ETA_EDGES),
         "index": ak.local_index(jets.pt, axis=1),
         "hadronFlavour": jets.hadronFlavour, "partonFlavour": jets.partonFlavour,
     })

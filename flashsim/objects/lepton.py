@@ -26,7 +26,7 @@ import numpy as np
 from flashsim.kinematics import delta_phi
 from flashsim.models.spec import TrainingTable
 from flashsim.models.transforms import ColumnSpec
-from flashsim.objects.common import event_keys, event_weights, flat, nearest
+from flashsim.objects.common import event_keys, event_weights, flat, nearest, region_columns
 from flashsim.pdg import BOTTOM, CHARM, has_heavy_quark
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "kinematic_targets",
     "momentum_delta",
     "neutral_isolation_targets",
-    "region_context",
     "row_table",
     "sample_reconstructed",
     "simulate_matched",
@@ -85,17 +84,9 @@ def hadron_flavour(pdg_id):
                     ak.where(has_heavy_quark(pdg_id, CHARM), 4, 0))
 
 
-def region_context(eta_edges: tuple[float, ...]) -> tuple[ColumnSpec, ...]:
-    r"""Where a GEN lepton points in the detector: :math:`|\eta|` and one step
-    ``beyond_eta_<edge>`` per edge (:func:`gen_leptons` computes them). An efficiency that
-    falls to zero at an acceptance edge is a step a classifier fed the signed :math:`\eta`
-    smooths into a ramp."""
-    return (ColumnSpec("gen_abs_eta"), *(ColumnSpec(f"beyond_eta_{edge:g}") for edge in eta_edges))
-
-
 def gen_leptons(gen: dict, pdg_id: int, eta_edges: tuple[float, ...] = ()) -> ak.Array:
     """The GEN leptons of ``|pdgId| == pdg_id`` (module doc) with every context column,
-    the :func:`region_context` of ``eta_edges`` and ``index`` into GenPart."""
+    the :func:`~flashsim.objects.common.region_context` of ``eta_edges`` and ``index`` into GenPart."""
     part = gen["GenPart"]
     index = ak.local_index(part.pt, axis=1)
     select = ((part.status == 1) & (abs(part.pdgId) == pdg_id) & (part.pt > GEN_PT_MIN)
@@ -116,8 +107,7 @@ def gen_leptons(gen: dict, pdg_id: int, eta_edges: tuple[float, ...] = ()) -> ak
         "mother_b": 1 * (mother_flavour == 5), "mother_c": 1 * (mother_flavour == 4),
         "jet_dr": np.minimum(dr, 1.0), "jet_ptratio": jet_pt / lep.pt,
         "jet_b": 1 * (jet_flavour == 5), "jet_c": 1 * (jet_flavour == 4),
-        "pileup": pileup, "index": index, "gen_abs_eta": abs(lep.eta),
-        **{f"beyond_eta_{edge:g}": 1 * (abs(lep.eta) > edge) for edge in eta_edges},
+        "pileup": pileup, "index": index, **region_columns(lep.eta, eta_edges),
     }
     return ak.zip(fields)
 

@@ -114,7 +114,7 @@ from flashsim.nanoaod.muon_working_points import (
     loose_id,
     multi_iso_id,
 )
-from flashsim.objects.common import discrete
+from flashsim.objects.common import discrete, region_context
 from flashsim.objects.fake_lepton import fake_models, fake_tables, joined, pt_ordered, sample_fakes
 from flashsim.objects.lepton import (
     CONTEXT,
@@ -125,7 +125,6 @@ from flashsim.objects.lepton import (
     kinematic_targets,
     momentum_delta,
     neutral_isolation_targets,
-    region_context,
     row_table,
     significance_3d,
     simulate_matched,
