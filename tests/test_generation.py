@@ -231,3 +231,17 @@ def test_dy_ee_decays_to_electron_pairs():
     assert ak.all(ak.sum(hard_electrons.pdgId == -11, axis=1) >= 1)
     hard_muons = (abs(part.pdgId) == 13) & ((part.statusFlags >> 7) & 1 == 1)
     assert not ak.any(hard_muons)
+
+
+def test_qcd_dijet_is_a_two_parton_scattering_above_its_pt_hat():
+    """qcd_dijet: the hard process is two incoming and two outgoing quarks or gluons, the
+    outgoing pair balanced in pT above 30 GeV."""
+    nano = next(iter_batches("qcd_dijet", 3, seed=5, batch_size=3)).nano
+    part = nano["GenPart"]
+    hard = part[(part.statusFlags >> 7) & 1 == 1]
+    outgoing = hard[hard.status == 23]
+    assert ak.all(ak.num(hard) == 4) and ak.all(ak.num(outgoing) == 2)
+    flavour = abs(ak.to_numpy(ak.flatten(hard.pdgId)))
+    assert set(flavour.tolist()) <= {1, 2, 3, 4, 5, 21}
+    pt = ak.to_numpy(outgoing.pt)
+    assert np.all(pt > 30) and np.allclose(pt[:, 0], pt[:, 1], rtol=1e-4)

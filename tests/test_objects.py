@@ -188,6 +188,24 @@ def test_gen_jets_carry_their_leading_photon(chunk):
     assert [c.name for c in MODEL_SPECS["fake_electron_flow"].context][-1] == "n_fake"
 
 
+def test_jet_flow_sees_the_calorimeter_region_of_its_genjet(chunk):
+    """|eta| and one 0/1 step per calorimeter edge, for every GenJet; the flow's context has
+    them, the efficiency's does not."""
+    from flashsim.objects import jet
+
+    jets = jet.gen_jets(chunk)
+    abs_eta = abs(ak.to_numpy(ak.flatten(jets.gen_eta)))
+    np.testing.assert_array_equal(ak.to_numpy(ak.flatten(jets.gen_abs_eta)), abs_eta)
+    steps = np.column_stack([ak.to_numpy(ak.flatten(jets[f"beyond_eta_{edge:g}"]))
+                             for edge in jet.ETA_EDGES])
+    np.testing.assert_array_equal(steps, abs_eta[:, None] > np.asarray(jet.ETA_EDGES))
+    assert steps[:, 0].any() and not steps[:, 0].all()  # nano_dy.root has jets on both sides
+    flow = [c.name for c in MODEL_SPECS["jet_flow"].context]
+    assert flow[-6:] == ["gen_abs_eta", "beyond_eta_1.479", "beyond_eta_2.5", "beyond_eta_2.6",
+                         "beyond_eta_2.7", "beyond_eta_3"]
+    assert "gen_abs_eta" not in [c.name for c in MODEL_SPECS["jet_efficiency"].context]
+
+
 @pytest.fixture(scope="module")
 def onnx_models(models, tmp_path_factory):
     from flashsim.models.onnx_export import export_onnx
