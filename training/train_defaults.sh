@@ -18,16 +18,15 @@
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
 # epochs, time and device): every model with this script's commands and settings, on
 # reference-detector v3 samples, on the 2-core development machine, one process per core:
-# the jet step without jet_flow (`flashsim train jet --model jet_efficiency`) and pv_flow
-# (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; jet_efficiency 66 s, MET
-# and PV 14 min); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
+# pv_flow (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; 14 min); the jet
+# step's jet_efficiency and jet_flow (`flashsim train jet`, QCD dijets included, 26 s and 100 min
+# with OMP_NUM_THREADS=2) at e118957 and fc923ac (the same training code; the calorimeter region); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
 # muons no RECO muon took, the covariance's correlation);
 # muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min), the electron step
 # (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
 # 8b020d0, beside other runs at the lowest priority; the fake-electron, pileup-electron and
-# fake/pileup-muon flows at the commits README's *Shipped models* names. jet_flow
-# (`--model jet_flow`, 80 min) and then fake_jet_flow (`--model fake_jet_flow`, 11 min) at
-# 1aab197 (branch rules, the jets' electrons) with OMP_NUM_THREADS=2, one after the other on
+# fake/pileup-muon flows at the commits README's *Shipped models* names. fake_jet_flow
+# (`--model fake_jet_flow`, 11 min) at 1aab197 (branch rules, the jets' electrons) with OMP_NUM_THREADS=2, one after the other on
 # the idle machine, their region constants then recomputed as 06152b5 computes them (derived
 # targets too; the flows' training does not read them, so a rerun gives the same weights and
 # this metadata; each artifact records it); fake_jet_multiplicity at 666b7c0. Later commits change nothing these
