@@ -500,7 +500,8 @@ def simulate(gen: dict, models, rng: np.random.Generator,
     done by :func:`flashsim.objects.crossref.merge_jets` and ``link``.
     """
     jets = gen_jets(gen, electrons)
-    columns = {c.name: flat(jets[c.name]) for c in (*EFFICIENCY_CONTEXT, *FLOW_CONTEXT)}
+    columns = {name: flat(jets[name])
+               for name in dict.fromkeys(c.name for c in (*EFFICIENCY_CONTEXT, *FLOW_CONTEXT))}
     p = models["jet_efficiency"].probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(jets)), axis=1))
