@@ -236,15 +236,15 @@ EVENTS = [  # (muons, jets, selected?, region)
 
 
 def _write_tiny(path: Path, electrons: list | None = None,
-                flashsim_weight: np.ndarray | None = None) -> None:
+                flashsim_weight: np.ndarray | None = None, events: list = EVENTS) -> None:
     from flashsim.nanoaod.writer import write_nanoaod
 
-    n = len(EVENTS)
+    n = len(events)
     chunk = {
         "run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
         "event": np.arange(1, n + 1, dtype=np.uint64), "genWeight": np.ones(n, np.float32),
-        "Muon": ak.Array([e[0] for e in EVENTS], with_name=None),
-        "Jet": ak.Array([e[1] for e in EVENTS]),
+        "Muon": ak.Array([e[0] for e in events], with_name=None),
+        "Jet": ak.Array([e[1] for e in events]),
     }
     if electrons is not None:
         chunk["Electron"] = ak.Array(electrons)
@@ -273,6 +273,40 @@ def test_hmumu_selection_on_tiny_nanoaod(tmp_path):
     # without an Electron collection the electron-veto row is reported as unknown
     assert bench["cutflow"]["vbf_hmumu_full"][-1]["cut"] == ELECTRON_VETO
     assert np.isnan(bench["cutflow"]["vbf_hmumu_full"][-1]["yield"])
+    # jets without genJetIdx: no split by GEN matching
+    assert (columns["jets_with_genjet"] == -1).all() and bench["jets_without_genjet"] == {}
+    assert "jets_with_genjet" not in bench["observables"]["signal"]["pt_balance"]
+
+
+def test_hmumu_benchmark_compares_the_events_whose_jets_have_genjets(tmp_path):
+    """An observable that differs only in events with a jet without GenJet is told apart:
+    its χ² is zero on the events whose two jets are GEN-matched, and the share of the others
+    is reported."""
+    from flashsim.validation.hmumu import analyse, run_analysis
+
+    def with_genjets(events, unmatched=5, pt=None):
+        out = []
+        for i, (muons, jets, *rest) in enumerate(events):
+            jets = [{**jet, "genJetIdx": -1 if i == unmatched and j == 1 else j}
+                    for j, jet in enumerate(jets)]
+            if i == unmatched and pt is not None:
+                jets[1]["pt"] = pt
+            out.append((muons, jets, *rest))
+        return out
+
+    full, flash = tmp_path / "full.root", tmp_path / "flash.root"
+    _write_tiny(full, events=with_genjets(EVENTS))
+    _write_tiny(flash, events=with_genjets(EVENTS, pt=100.0))  # a harder unmatched jet
+    results = run_analysis({"vbf_hmumu_full": [full], "vbf_hmumu_flash": [flash]})
+    columns = results["vbf_hmumu_full"]["columns"]
+    order = np.argsort(columns["event"])
+    # event 0: both jets matched; 5: its second jet has no GenJet; 6: one jet left
+    assert columns["jets_with_genjet"][order][[0, 5, 6]].tolist() == [1, 0, -1]
+    bench = analyse(results, {"signal": "vbf_hmumu"}, tmp_path, plot=False)
+    assert bench["jets_without_genjet"]["signal"] == {"full": 0.25, "flash": 0.25}
+    balance = bench["observables"]["signal"]["pt_balance"]
+    assert balance["chi2"] > 1.0
+    assert balance["jets_with_genjet"]["chi2"] == pytest.approx(0.0)
 
 
 def test_hmumu_analysis_applies_the_dctr_event_weight(tmp_path):

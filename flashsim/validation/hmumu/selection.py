@@ -19,6 +19,10 @@ files without electrons).
 
 Regions: signal 115 < m_μμ < 135 GeV, sidebands 110–115 and 135–150 GeV.
 
+For simulated files the columns also say whether both leading selected jets have a GenJet
+(``jets_with_genjet``): the benchmark then compares the observables of those events alone,
+which separates the jet response from jets that no GEN jet made (pileup, noise).
+
 The cuts are a coffea :class:`~coffea.analysis_tools.PackedSelection` and the cut flow is
 its ``cutflow``, weighted with a :class:`~coffea.analysis_tools.Weights` of
 ``genWeight · σ · L / Σ genEventSumw`` (:func:`event_scales`, from the Runs trees). Flash
@@ -107,7 +111,8 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     each cut of :data:`CUTS` after the first (each cut on its own; the cut flow applies them
     in order), and numpy columns: ``region`` (1 signal region, 2 sideband, 0 outside
     110–150 GeV), ``electron_veto`` (1 no veto electron, 0 one, -1 no Electron collection)
-    and the :data:`OBSERVABLES` (NaN where not defined).
+    ``jets_with_genjet`` (1 both leading selected jets have a GenJet, 0 one has not, -1 fewer
+    than two jets or no ``Jet_genJetIdx``) and the :data:`OBSERVABLES` (NaN where not defined).
     """
     mu = events.Muon
     good = mu[mu.tightId & (mu.pfRelIso04_all < 0.25) & (abs(mu.eta) < 2.4) & (mu.pt > 20)]
@@ -135,6 +140,12 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     two_jets = (ak.to_numpy(ak.num(jets)) >= 2) & (_numpy(j1.pt) > 35)
     deta = np.abs(_numpy(j1.eta) - _numpy(j2.eta))
     vbf = two_jets & (_numpy(dijet.mass) > 400) & (deta > 2.5)
+    with_genjet = np.full(len(two_jets), -1, np.int8)
+    if "genJetIdx" in ak.fields(jets):
+        matched = _numpy(leading[:, 0].genJetIdx) >= 0
+        matched &= _numpy(leading[:, 1].genJetIdx) >= 0
+        with_genjet[ak.to_numpy(ak.num(jets)) >= 2] = 0
+        with_genjet[matched] = 1
 
     selection = PackedSelection()
     electron_veto = _electron_veto(events, good)
@@ -155,7 +166,7 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
                "eta_mumu": np.where(opposite, _numpy(dimuon.eta), np.nan),
                "m_jj": _numpy(dijet.mass), "deta_jj": deta, "zstar": zstar,
                "j1_pt": pt1, "j1_eta": _numpy(j1.eta), "j2_pt": pt2, "j2_eta": _numpy(j2.eta),
-               "pt_balance": balance}
+               "pt_balance": balance, "jets_with_genjet": with_genjet}
     return selection, columns
 
 
@@ -268,7 +279,7 @@ def run_analysis(fileset: dict[str, Sequence[str | Path]], scales: dict[str, flo
     for dataset in fileset:
         if dataset not in output:  # only empty files: no chunk was processed
             empty = {k: np.empty(0) for k in ("stage", "region", "electron_veto", "weight",
-                                               *OBSERVABLES)}
+                                               "jets_with_genjet", *OBSERVABLES)}
             result[dataset] = {"columns": empty, "cutflow": dict.fromkeys(CUTS, 0.0)}
             continue
         parts = output[dataset]["columns"]

@@ -87,12 +87,15 @@ def analyse(
 
     ``results`` has datasets named ``<process>_full`` and ``<process>_flash``; ``samples`` maps
     role ('signal', 'background') → process. Computes cut flows with per-source-event errors,
-    yields in the signal region and sidebands, observable shapes (χ²/ndf, W1/σ), the
+    yields in the signal region and sidebands, observable shapes (χ²/ndf, W1/σ; for simulated
+    files also the χ²/ndf of the events whose two jets have GenJets, and the weighted share of
+    the others, ``jets_without_genjet``), the
     signal-vs-background classifier (trained on the even-``event`` half of the full-simulation
     events, evaluated on the odd half of full and flash) with the Asimov significance, and
     the effect of oversampling on the flash errors. Figures go to ``outdir``.
     """
-    out: dict = {"cutflow": {}, "yields": {}, "observables": {}, "oversampling": {}}
+    out: dict = {"cutflow": {}, "yields": {}, "observables": {}, "jets_without_genjet": {},
+                 "oversampling": {}}
     final = len(CUTS) - 1
     prepared = {}
     for dataset, res in results.items():
@@ -128,6 +131,15 @@ def analyse(
         (cf, sf, _), (cg, sg, _) = prepared[full], prepared[flash]
         mf = (cf["stage"] >= final) & (cf["region"] > 0)
         mg = (cg["stage"] >= final) & (cg["region"] > 0)
+        # the same comparison on the events whose two jets both have a GenJet, where files
+        # know it: what is left there is the response of real jets, not jets no GEN jet made
+        split = bool(mf.any() and mg.any() and np.all(cf["jets_with_genjet"][mf] >= 0)
+                     and np.all(cg["jets_with_genjet"][mg] >= 0))
+        if split:
+            gf, gg = mf & (cf["jets_with_genjet"] == 1), mg & (cg["jets_with_genjet"] == 1)
+            out["jets_without_genjet"][role] = {
+                kind: 1.0 - float(c["weight"][g].sum() / c["weight"][m].sum())
+                for kind, c, m, g in (("full", cf, mf, gf), ("flash", cg, mg, gg))}
         out["observables"][role] = {}
         for name, (label, edges) in OBSERVABLES.items():
             hf = _binned_yield(cf[name][mf], cf["weight"][mf], sf[mf], edges)
@@ -135,6 +147,10 @@ def analyse(
             out["observables"][role][name] = {
                 **_shape_chi2(hf, hg),
                 "w1_norm": metrics.normalised_wasserstein(cf[name][mf], cg[name][mg])}
+            if split:
+                out["observables"][role][name]["jets_with_genjet"] = _shape_chi2(
+                    _binned_yield(cf[name][gf], cf["weight"][gf], sf[gf], edges),
+                    _binned_yield(cg[name][gg], cg["weight"][gg], sg[gg], edges))
             if plot and mf.any() and mg.any():
                 plots.plot_comparison(cf[name][mf], cg[name][mg], edges, label,
                                       outdir / f"hmumu_{role}_{name}.png",
