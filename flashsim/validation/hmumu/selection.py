@@ -110,7 +110,7 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     Returns a :class:`~coffea.analysis_tools.PackedSelection` with one boolean per event for
     each cut of :data:`CUTS` after the first (each cut on its own; the cut flow applies them
     in order), and numpy columns: ``region`` (1 signal region, 2 sideband, 0 outside
-    110–150 GeV), ``electron_veto`` (1 no veto electron, 0 one, -1 no Electron collection)
+    110–150 GeV), ``electron_veto`` (1 no veto electron, 0 one, -1 no Electron collection),
     ``jets_with_genjet`` (1 both leading selected jets have a GenJet, 0 one has not, -1 fewer
     than two jets or no ``Jet_genJetIdx``) and the :data:`OBSERVABLES` (NaN where not defined).
     """
