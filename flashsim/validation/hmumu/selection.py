@@ -137,15 +137,14 @@ def vbf_hmumu_selection(events: ak.Array) -> tuple[PackedSelection, dict[str, np
     leading = ak.pad_none(jets[:, :2], 2, axis=1)
     j1, j2 = _double_precision(leading[:, 0]), _double_precision(leading[:, 1])
     dijet = j1 + j2
-    two_jets = (ak.to_numpy(ak.num(jets)) >= 2) & (_numpy(j1.pt) > 35)
+    jet_pair = ak.to_numpy(ak.num(jets)) >= 2
+    two_jets = jet_pair & (_numpy(j1.pt) > 35)
     deta = np.abs(_numpy(j1.eta) - _numpy(j2.eta))
     vbf = two_jets & (_numpy(dijet.mass) > 400) & (deta > 2.5)
-    with_genjet = np.full(len(two_jets), -1, np.int8)
+    with_genjet = np.full(len(jet_pair), -1, np.int8)
     if "genJetIdx" in ak.fields(jets):
-        matched = _numpy(leading[:, 0].genJetIdx) >= 0
-        matched &= _numpy(leading[:, 1].genJetIdx) >= 0
-        with_genjet[ak.to_numpy(ak.num(jets)) >= 2] = 0
-        with_genjet[matched] = 1
+        matched = (_numpy(leading[:, 0].genJetIdx) >= 0) & (_numpy(leading[:, 1].genJetIdx) >= 0)
+        with_genjet[jet_pair] = matched[jet_pair]
 
     selection = PackedSelection()
     electron_veto = _electron_veto(events, good)
