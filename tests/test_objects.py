@@ -189,8 +189,8 @@ def test_gen_jets_carry_their_leading_photon(chunk):
 
 
 def test_jet_flow_sees_the_calorimeter_region_of_its_genjet(chunk):
-    """|eta| and one 0/1 step per calorimeter edge, for every GenJet; the flow's context has
-    them, the efficiency's does not."""
+    """|eta| and one 0/1 step per calorimeter edge, for every GenJet; the contexts of the flow
+    and of the b-tag working point have them, the efficiency's does not."""
     from flashsim.objects import jet
 
     jets = jet.gen_jets(chunk)
@@ -200,7 +200,8 @@ def test_jet_flow_sees_the_calorimeter_region_of_its_genjet(chunk):
                              for edge in jet.ETA_EDGES])
     np.testing.assert_array_equal(steps, abs_eta[:, None] > np.asarray(jet.ETA_EDGES))
     assert steps[:, 0].any() and not steps[:, 0].all()  # nano_dy.root has jets on both sides
-    flow = [c.name for c in MODEL_SPECS["jet_flow"].context]
+    flow = [c.name for c in MODEL_SPECS["jet_btag_working_point"].context]
+    assert flow == [c.name for c in MODEL_SPECS["jet_flow"].context][:-1]
     assert flow[-6:] == ["gen_abs_eta", "beyond_eta_1.479", "beyond_eta_2.5", "beyond_eta_2.6",
                          "beyond_eta_2.7", "beyond_eta_3"]
     assert "gen_abs_eta" not in [c.name for c in MODEL_SPECS["jet_efficiency"].context]
@@ -740,3 +741,73 @@ def test_energy_fractions_round_trip_through_their_shares():
     off = energy_fractions({k: 1.3 * v for k, v in fractions.items()})
     np.testing.assert_allclose(off["chHEF"], fractions["chHEF"], atol=1e-12)
     assert energy_fractions({"chHEF": f[:, 0]}) == {}
+
+
+def test_no_working_point_is_drawn_outside_the_tracker():
+    """Where the training data fixed the position outside the tracker (no tagger: the
+    reference detector's score 0), the score is that default whatever working point the
+    classifier drew; without such a rule (real CMS) the drawn working point stands."""
+    from types import SimpleNamespace
+
+    from flashsim.objects import jet
+
+    fields = {"eta": np.array([0.5, 2.45, 2.55, -3.2]),
+              "btagDeepFlavB_interval": np.array([2, 3, 2, 1]),
+              "btagDeepFlavB_position": np.array([0.5, 0.2, 0.4, 0.9])}
+    detector = SimpleNamespace(region_constants={"outside_tracker": {"btagDeepFlavB_position": 0.0}},
+                               derived_targets={})
+    out = jet.derived_branches({k: v.copy() for k, v in fields.items()}, detector)
+    wp = jet.DEEPJET_WORKING_POINTS
+    np.testing.assert_allclose(out["btagDeepFlavB"], [wp[1] + 0.5 * (wp[2] - wp[1]),
+                                                      wp[2] + 0.2 * (1 - wp[2]), 0.0, 0.0])
+    assert not {"btagDeepFlavB_interval", "btagDeepFlavB_position"} & set(out)
+    free = SimpleNamespace(region_constants={}, derived_targets={})
+    score = jet.derived_branches({k: v.copy() for k, v in fields.items()}, free)["btagDeepFlavB"]
+    assert score[2] == pytest.approx(wp[1] + 0.4 * (wp[2] - wp[1])) and score[3] > wp[0]
+
+
+def test_deepjet_score_round_trips_through_its_working_point_interval(chunk):
+    """Score -> (working points passed, position between them) -> the same score; a sampled
+    position outside [0, 1] still gives a score that passes exactly the working points its
+    interval counts; ``jet_btag_working_point`` learns the interval and ``jet_flow``, given
+    it, the position."""
+    from flashsim.objects import jet
+
+    wps = np.asarray(jet.DEEPJET_WORKING_POINTS)
+    rng = np.random.default_rng(4)
+    score = np.concatenate([rng.uniform(0, 1, 5000), [0.0, 1.0], wps, np.nextafter(wps, 1)])
+    split = jet.deepjet_intervals(score)
+    np.testing.assert_array_equal(split["btagDeepFlavB_interval"],
+                                  (score[:, None] > wps).sum(axis=1))
+    position = split["btagDeepFlavB_position"]
+    assert np.all((position >= 0) & (position <= 1))
+    assert position[5000] == 0.0 and position[5001] == 1.0  # the spikes stay exact
+    np.testing.assert_allclose(jet.deepjet_score(split), score, rtol=0, atol=1e-15)
+    wild = {"btagDeepFlavB_interval": split["btagDeepFlavB_interval"],
+            "btagDeepFlavB_position": rng.uniform(-0.5, 1.5, len(score))}
+    passed = (jet.deepjet_score(wild)[:, None] > wps).sum(axis=1)
+    np.testing.assert_array_equal(passed, split["btagDeepFlavB_interval"])
+    # the working point is a classifier's, the position the flow's, given the working point
+    tables = jet.training_tables(chunk)
+    working_point, flow = tables["jet_btag_working_point"], tables["jet_flow"]
+    assert list(working_point.target) == ["btagDeepFlavB_interval"]
+    np.testing.assert_array_equal(flow.context["btagDeepFlavB_interval"],
+                                  working_point.target["btagDeepFlavB_interval"])
+    spec = jet.MODELS["jet_flow"]
+    assert spec.context[-1].name == "btagDeepFlavB_interval"
+    assert [c.name for c in jet.MODELS["jet_btag_working_point"].context] == \
+        [c.name for c in spec.context[:-1]]
+    assert jet.MODELS["jet_btag_working_point"].max_count == 3
+    names = [t.name for t in spec.targets]
+    assert "btagDeepFlavB_position" in names and "btagDeepFlavB" not in names
+    assert "btagDeepFlavB_interval" not in names
+    reco = chunk["Jet"][chunk["Jet"].genJetIdx >= 0]
+    stored = ak.to_numpy(ak.flatten(reco.btagDeepFlavB))
+    back = jet.deepjet_score({**flow.context, **flow.target})  # within the stored rounding
+    nearest = np.min(np.abs(back[:, None] - stored[None, :]) / np.maximum(stored, 1e-6), axis=1)
+    assert len(back) > 80 and np.all(nearest < 2e-3)
+    # without the score there is nothing to learn the working point from: one clear error
+    untagged = {**chunk, "Jet": chunk["Jet"][[f for f in ak.fields(chunk["Jet"])
+                                               if f != "btagDeepFlavB"]]}
+    with pytest.raises(FlashSimError, match="no Jet_btagDeepFlavB.*NANOAODSIM that has it"):
+        jet.training_tables(untagged)

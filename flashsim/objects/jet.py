@@ -6,7 +6,10 @@ GEN definition: every ``GenJet`` of the event (anti-kT R=0.4, NanoAOD keeps
 Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047):
 
 * ``jet_efficiency`` — :math:`P(\text{a RECO jet with } p_T > 15 \text{ GeV is matched} \mid c)`;
-* ``jet_flow`` — conditional NSF for the matched RECO jet.
+* ``jet_btag_working_point`` — :math:`P(k \mid c)`, the number :math:`k` = 0-3 of DeepJet
+  working points the matched jet's ``btagDeepFlavB`` passes (:data:`DEEPJET_INTERVAL`);
+* ``jet_flow`` — conditional NSF for the matched RECO jet, given :math:`c` and the drawn
+  :math:`k`.
 
 Conditioning :math:`c`: GenJet :math:`p_T, \eta, \phi`, mass; hadron flavour (b, c) and
 parton flavour (gluon, light, heavy) as indicators; the nearest other GenJet
@@ -66,7 +69,9 @@ from collections.abc import Collection
 import awkward as ak
 import numpy as np
 
+from flashsim.errors import FlashSimError
 from flashsim.kinematics import delta_phi, delta_r
+from flashsim.models.classifier import draw_counts
 from flashsim.models.spec import ModelSpec, TrainingTable
 from flashsim.models.transforms import ColumnSpec
 from flashsim.objects.common import (
@@ -82,6 +87,9 @@ from flashsim.objects.common import (
 from flashsim.objects.lepton import gen_leptons
 
 __all__ = [
+    "DEEPJET_WORKING_POINTS",
+    "DEEPJET_INTERVAL",
+    "DEEPJET_POSITION",
     "ELECTRON_CONTEXT",
     "ENERGY_FRACTIONS",
     "ENERGY_FRACTION_SHARES",
@@ -95,6 +103,8 @@ __all__ = [
     "RELATIONS",
     "TRACKER_ETA",
     "TRAINING_NAMES",
+    "deepjet_intervals",
+    "deepjet_score",
     "derived_branches",
     "energy_fraction_shares",
     "energy_fractions",
@@ -152,7 +162,8 @@ ELECTRON_CONTEXT = (
 #: and 95.0% against 98.6% beyond 3.
 ETA_EDGES = (1.479, TRACKER_ETA, 2.6, 2.7, 3.0)
 REGION_CONTEXT = region_context(ETA_EDGES)
-FLOW_CONTEXT = (*CONTEXT, *ELECTRON_CONTEXT, *REGION_CONTEXT)
+#: What ``jet_btag_working_point`` sees; ``jet_flow`` sees it and the drawn working point.
+WORKING_POINT_CONTEXT = (*CONTEXT, *ELECTRON_CONTEXT, *REGION_CONTEXT)
 #: The GenJet's leading GEN photon within :math:`\Delta R < 0.4` (status 1 in the pruned
 #: ``GenPart``: above 10 GeV or prompt, e.g. a lepton's FSR): its :math:`p_T` fraction and
 #: offsets from the jet axis, zero without one. Context of the electrons from jets
@@ -175,11 +186,35 @@ ENERGY_FRACTIONS = ("chHEF", "neEmEF", "neHEF", "chEmEF", "muEF")
 #: free numbers in [0, 1] that give five fractions on the simplex (:func:`energy_fractions`).
 ENERGY_FRACTION_SHARES = tuple(f"{name}_share" for name in ENERGY_FRACTIONS[:-1])
 
+#: DeepJet's 2018 working points of ``btagDeepFlavB`` (loose, medium, tight): a jet passes
+#: one when its score is above it.
+DEEPJET_WORKING_POINTS = (0.0494, 0.2770, 0.7264)
+_DEEPJET_EDGES = np.array([0.0, *DEEPJET_WORKING_POINTS, 1.0])
+#: ``btagDeepFlavB`` of a GEN-matched jet as the models draw it (:func:`deepjet_intervals`):
+#: first how many working points the score passes (0-3), from the class probabilities of
+#: ``jet_btag_working_point``, then, by ``jet_flow`` given that number, where the score lies
+#: between the two working points around it (0-1). A tagger calibrated onto its working
+#: points has a density that jumps at each (the reference detector maps its discriminant
+#: piecewise linearly through knots there, so the light-jet density falls 18-fold across the
+#: loose one in tt̄), and a spline flow, whose density is continuous, smooths every jump
+#: across the cut that defines the working point. Sampled as a logit, 5.0% of the ttbar
+#: *training* sample's light jets lay just above the loose working point (0.0494-0.1) against
+#: 3.7%, and 2.3% passed the medium one against 1.6% (held-out VBF: 1.1% against 0.6%). As a
+#: *discrete flow target* (uniformly dequantised, :mod:`flashsim.models.transforms`) the
+#: number has a step density, and the flow smoothed its jumps the same way: 2.7% passed the
+#: medium working point. A classifier's softmax gives class probabilities with no density to
+#: smooth. For a tagger with a smooth density (real CMS) the split loses nothing.
+DEEPJET_INTERVAL = ColumnSpec("btagDeepFlavB_interval")
+DEEPJET_POSITION = ColumnSpec("btagDeepFlavB_position")
+_DEEPJET_NAMES = (DEEPJET_INTERVAL.name, DEEPJET_POSITION.name)
+
 #: Jet branches generated as they are (shared with the fake-jet model), with the transform
 #: applied before the flow. The b/c discriminants live in [0, 1] and matter most near 1
 #: (the working points): logit spreads that end over the spline's domain. Their exact 0
 #: and 1 values are spikes, encoded separately (:mod:`flashsim.models.transforms`).
-#: The energy fractions enter as their stick-breaking shares (:data:`ENERGY_FRACTIONS`).
+#: The energy fractions enter as their stick-breaking shares (:data:`ENERGY_FRACTIONS`),
+#: ``btagDeepFlavB`` of matched jets as its working-point interval and position
+#: (:data:`DEEPJET_INTERVAL`); the fake jets' flow samples it as it is.
 JET_CONTINUOUS = {
     "area": "none", **{name: "none" for name in ENERGY_FRACTION_SHARES},
     "btagDeepFlavB": "logit", "btagDeepFlavC": "none",
@@ -192,7 +227,7 @@ JET_CONTINUOUS = {
 #: the simulated leptons linked to each jet.
 JET_DISCRETE = ("nConstituents", "jetId", "puId")
 
-_CSVV2_OF_DEEPFLAVB = ((0.0, 0.0494, 0.2770, 0.7264, 1.0), (0.0, 0.5803, 0.8838, 0.9693, 1.0))
+_CSVV2_OF_DEEPFLAVB = (_DEEPJET_EDGES, (0.0, 0.5803, 0.8838, 0.9693, 1.0))
 
 
 def _column(columns: dict, name: str) -> np.ndarray:
@@ -204,6 +239,8 @@ def _column(columns: dict, name: str) -> np.ndarray:
         return energy_fractions(columns)[name]
     if name == "pt":
         return np.asarray(columns["gen_pt"], np.float64) * np.asarray(columns["pt_ratio"])
+    if name == "btagDeepFlavB":
+        return deepjet_score(columns)
     raise KeyError(name)
 
 
@@ -243,13 +280,19 @@ TARGETS = (
     ColumnSpec("deta", spikes=False),
     ColumnSpec("dphi", spikes=False),
     ColumnSpec("mass", transform="log", offset=1.0),
-    *(ColumnSpec(name, transform=t) for name, t in JET_CONTINUOUS.items()),
+    *(ColumnSpec(name, transform=t) for name, t in JET_CONTINUOUS.items()
+      if name != "btagDeepFlavB"),
+    DEEPJET_POSITION,
     *(discrete("Jet", name) for name in JET_DISCRETE),
 )
 
 MODELS = {
     "jet_efficiency": ModelSpec("jet_efficiency", "jet", "classifier", EFFICIENCY_CONTEXT),
-    "jet_flow": ModelSpec("jet_flow", "jet", "flow", FLOW_CONTEXT, TARGETS, relations=RELATIONS),
+    "jet_btag_working_point": ModelSpec("jet_btag_working_point", "jet", "multiplicity",
+                                        WORKING_POINT_CONTEXT,
+                                        max_count=len(DEEPJET_WORKING_POINTS)),
+    "jet_flow": ModelSpec("jet_flow", "jet", "flow", (*WORKING_POINT_CONTEXT, DEEPJET_INTERVAL),
+                          TARGETS, relations=RELATIONS),
 }
 
 
@@ -329,7 +372,7 @@ _REGIONS = {
     "outside_tracker": lambda fields: outside_tracker(fields["eta"]),
     "no_pileup_id": lambda fields: np.asarray(fields["pt"], np.float64) > PILEUP_ID_PT,
     "no_displaced_track": lambda fields: (~outside_tracker(fields["eta"])
-                                          & (np.asarray(fields["btagDeepFlavB"]) == 0)),
+                                          & (_column(fields, "btagDeepFlavB") == 0)),
 }
 
 
@@ -394,11 +437,41 @@ def jet_properties(reco: ak.Array) -> dict:
     fractions as their shares (:func:`energy_fraction_shares`), the others as they are."""
     available = set(ak.fields(reco))
     out = {name: reco[name] for name in (*JET_CONTINUOUS, *JET_DISCRETE) if name in available}
+    counts = ak.num(reco.pt)
     if set(ENERGY_FRACTIONS) <= available:
-        counts = ak.num(reco.pt)
         shares = energy_fraction_shares({name: flat(reco[name]) for name in ENERGY_FRACTIONS})
         out.update({name: ak.unflatten(value, counts) for name, value in shares.items()})
+    if "btagDeepFlavB" in available:
+        intervals = deepjet_intervals(flat(reco.btagDeepFlavB))
+        out.update({name: ak.unflatten(value, counts) for name, value in intervals.items()})
     return out
+
+
+def deepjet_intervals(score: np.ndarray) -> dict[str, np.ndarray]:
+    r"""``btagDeepFlavB`` as :data:`DEEPJET_INTERVAL` and :data:`DEEPJET_POSITION`: the
+    interval :math:`k` = the number of :data:`DEEPJET_WORKING_POINTS` :math:`w_j` with
+    :math:`w_j < s` (the analyses' cut is :math:`s > w`), and the position
+    :math:`(s - e_k)/(e_{k+1} - e_k)` between the edges :math:`e = (0, w_1, w_2, w_3, 1)`. A
+    score on a working point is at position 1 of the interval below it; exact 0 and 1 stay
+    exact 0 and 1 (spikes of the flows)."""
+    s = np.clip(np.asarray(score, np.float64), 0.0, 1.0)
+    k = np.searchsorted(np.asarray(DEEPJET_WORKING_POINTS), s, side="left")
+    low, high = _DEEPJET_EDGES[k], _DEEPJET_EDGES[k + 1]
+    return {"btagDeepFlavB_interval": k.astype(np.float64),
+            "btagDeepFlavB_position": (s - low) / (high - low)}
+
+
+def deepjet_score(fields: dict[str, np.ndarray]) -> np.ndarray:
+    """``btagDeepFlavB`` from its sampled interval and position (:func:`deepjet_intervals`),
+    the position clipped to its interval, so the score passes exactly the working points its
+    interval says."""
+    k = np.clip(np.rint(np.asarray(fields["btagDeepFlavB_interval"], np.float64)), 0,
+                len(DEEPJET_WORKING_POINTS)).astype(np.int64)
+    low, high = _DEEPJET_EDGES[k], _DEEPJET_EDGES[k + 1]
+    position = np.clip(np.asarray(fields["btagDeepFlavB_position"], np.float64), 0.0, 1.0)
+    # the analyses cut s > w: the lowest score of an interval above 0 lies just above its edge
+    return np.clip(low + position * (high - low), np.where(k > 0, np.nextafter(low, 1.0), low),
+                   high)
 
 
 def energy_fraction_shares(fractions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -445,14 +518,24 @@ def energy_fractions(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarray]:
     """``fields`` of sampled jets (matched or fake) completed: the region constants set
     (:func:`with_region_constants`), the energy fractions from their shares
-    (:func:`energy_fractions`), the branches the training data made functions of others
+    (:func:`energy_fractions`), ``btagDeepFlavB`` from its interval and position
+    (:func:`deepjet_score`), the branches the training data made functions of others
     (:data:`RELATIONS`, the artifact's ``derived_targets``) and the ``jetId`` bits they fix
     (:func:`exact_jet_id`)."""
     derived = model.derived_targets
     sampled = {name for fixed in model.region_constants.values() for name in fixed} - set(derived)
     fields = with_region_constants(fields, model, sampled)
     fractions = energy_fractions(fields)
-    fields = {k: v for k, v in fields.items() if k not in ENERGY_FRACTION_SHARES}
+    if all(name in fields for name in _DEEPJET_NAMES):
+        if DEEPJET_POSITION.name in model.region_constants.get("outside_tracker", {}):
+            # no tagger there: the detector's default score (NanoAOD: 0 or -1) lies in the
+            # first interval; the classifier sees the GenJet's direction, and a RECO jet
+            # beyond the edge may come from a GenJet inside it
+            fields[DEEPJET_INTERVAL.name] = np.where(outside_tracker(fields["eta"]), 0,
+                                                     fields[DEEPJET_INTERVAL.name])
+        fractions["btagDeepFlavB"] = deepjet_score(fields)
+    fields = {k: v for k, v in fields.items()
+              if k not in ENERGY_FRACTION_SHARES and k not in _DEEPJET_NAMES}
     fields.update(fractions)
     fields.update({name: RELATIONS[name][rule](fields) for name, rule in derived.items()})
     # a region's derived branches: its stored constant, not the rule of its constant inputs
@@ -464,9 +547,15 @@ def derived_branches(fields: dict[str, np.ndarray], model) -> dict[str, np.ndarr
 
 def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     """(GenJet, RECO jet) training rows from a NANOAODSIM chunk, paired by ``Jet_genJetIdx``;
-    the flow's :data:`ELECTRON_CONTEXT` from the chunk's RECO electrons."""
-    gen = gen_jets(chunk, chunk.get("Electron"))
+    the flow's :data:`ELECTRON_CONTEXT` from the chunk's RECO electrons, and the working
+    point of the jet's ``btagDeepFlavB`` (:data:`DEEPJET_INTERVAL`), which
+    ``jet_btag_working_point`` learns and the flow is given."""
     reco = chunk["Jet"]
+    if "btagDeepFlavB" not in ak.fields(reco):
+        raise FlashSimError("the training files have no Jet_btagDeepFlavB, whose working point "
+                            "jet_btag_working_point learns and jet_flow is given; train the jet "
+                            "models on NANOAODSIM that has it")
+    gen = gen_jets(chunk, chunk.get("Electron"))
     weight, key = event_weights(chunk), event_keys(chunk)
     n_gen = ak.num(gen.gen_pt)
     matched = (reco.genJetIdx >= 0) & (reco.genJetIdx < n_gen)
@@ -483,12 +572,16 @@ def training_tables(chunk: dict) -> dict[str, TrainingTable]:
     w_reco, k_reco = ak.broadcast_arrays(weight, reco.pt)[0], ak.broadcast_arrays(key, reco.pt)[0]
     dx = ak.sum(reco.pt * np.cos(reco.phi) - g.gen_pt * np.cos(g.gen_phi), axis=1)
     dy = ak.sum(reco.pt * np.sin(reco.phi) - g.gen_pt * np.sin(g.gen_phi), axis=1)
+    context = {c.name: flat(g[c.name]) for c in WORKING_POINT_CONTEXT}
+    w_reco, k_reco = flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64)
+    interval = flat(targets[DEEPJET_INTERVAL.name])
+    working_point = TrainingTable(context, {DEEPJET_INTERVAL.name: interval}, w_reco, k_reco)
     flow = TrainingTable(
-        {c.name: flat(g[c.name]) for c in FLOW_CONTEXT}, {k: flat(v) for k, v in targets.items()},
-        flat(w_reco), np.asarray(ak.flatten(k_reco), dtype=np.uint64),
-        {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))},
+        {**context, DEEPJET_INTERVAL.name: interval}, {k: flat(v) for k, v in targets.items()},
+        w_reco, k_reco, {"delta": (np.asarray(dx, np.float64), np.asarray(dy, np.float64))},
         jet_regions(reco))
-    return {"jet_efficiency": efficiency, "jet_flow": flow}
+    return {"jet_efficiency": efficiency, "jet_btag_working_point": working_point,
+            "jet_flow": flow}
 
 
 def simulate(gen: dict, models, rng: np.random.Generator,
@@ -500,19 +593,21 @@ def simulate(gen: dict, models, rng: np.random.Generator,
     done by :func:`flashsim.objects.crossref.merge_jets` and ``link``.
     """
     jets = gen_jets(gen, electrons)
-    columns = {name: flat(jets[name])
-               for name in dict.fromkeys(c.name for c in (*EFFICIENCY_CONTEXT, *FLOW_CONTEXT))}
+    columns = {name: flat(jets[name]) for name in dict.fromkeys(
+        c.name for c in (*EFFICIENCY_CONTEXT, *WORKING_POINT_CONTEXT))}
     p = models["jet_efficiency"].probability(columns)
     keep = rng.uniform(size=len(p)) < p
     counts = np.asarray(ak.sum(ak.unflatten(keep, ak.num(jets)), axis=1))
     kept = ak.flatten(jets)[keep]
     g = {k: v[keep] for k, v in columns.items()}
+    working_point = models["jet_btag_working_point"].probability(g)
+    g[DEEPJET_INTERVAL.name] = draw_counts(working_point, rng.uniform(size=len(working_point)))
     out = models["jet_flow"].sample(g, rng)
     fields = {
         "pt": g["gen_pt"] * out.pop("pt_ratio"), "eta": g["gen_eta"] + out.pop("deta"),
         "phi": delta_phi(g["gen_phi"] + out.pop("dphi"), 0.0), **out,
         "hadronFlavour": np.asarray(kept.hadronFlavour), "partonFlavour": np.asarray(kept.partonFlavour),
-        "genJetIdx": np.asarray(kept.index),
+        "genJetIdx": np.asarray(kept.index), DEEPJET_INTERVAL.name: g[DEEPJET_INTERVAL.name],
     }
     fields = derived_branches(fields, models["jet_flow"])
     return ak.unflatten(ak.zip(typed("Jet", fields)), counts)

@@ -36,6 +36,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score, roc_curve
 from threadpoolctl import threadpool_limits
 
+from flashsim.objects.jet import DEEPJET_WORKING_POINTS
+
 __all__ = [
     "ATTRIBUTION_MAX_ITER",
     "ATTRIBUTION_MAX_PER_CLASS",
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 #: DeepJet (``btagDeepFlavB``) working points of 2018 (loose, medium, tight).
-DEEPJET_2018_WPS = {"loose": 0.0494, "medium": 0.2770, "tight": 0.7264}
+DEEPJET_2018_WPS = dict(zip(("loose", "medium", "tight"), DEEPJET_WORKING_POINTS, strict=True))
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
