@@ -19,8 +19,10 @@
 # epochs, time and device): every model with this script's commands and settings, on
 # reference-detector v3 samples, on the 2-core development machine, one process per core:
 # pv_flow (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; 14 min); the jet
-# step's jet_efficiency and jet_flow (`flashsim train jet`, QCD dijets included, 26 s and 100 min
-# with OMP_NUM_THREADS=2) at e118957 and fc923ac (the same training code; the calorimeter region); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
+# step (`flashsim train jet`, QCD dijets included): jet_efficiency (26 s with OMP_NUM_THREADS=2)
+# at e118957 (the calorimeter region), jet_btag_working_point (1 min, one thread) at a04c4cf and
+# jet_flow (86 min with OMP_NUM_THREADS=2) at efa1a29 (the same training tables as a04c4cf: the
+# flow given the DeepJet working point the classifier draws); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
 # muons no RECO muon took, the covariance's correlation);
 # muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min), the electron step
 # (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
