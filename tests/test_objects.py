@@ -461,7 +461,13 @@ def test_shipped_models_give_the_fixed_branches(chunk):
 def _assert_derived_jet_branches(jets, loaded):
     """Matched and fake jets give the region constants in their regions, and elsewhere the
     branches their models derive by their rules (to the float32 storage)."""
-    from flashsim.objects.jet import RELATIONS, jet_regions
+    from flashsim.objects.jet import (
+        DEEPJET_INTERVAL,
+        DEEPJET_POSITION,
+        RELATIONS,
+        deepjet_score,
+        jet_regions,
+    )
 
     for name, selected in (("jet_flow", jets[jets.genJetIdx >= 0]),
                            ("fake_jet_flow", jets[jets.genJetIdx < 0])):
@@ -477,6 +483,9 @@ def _assert_derived_jet_branches(jets, loaded):
                                        atol=1e-6, err_msg=f"{name}: {branch}")
         for region, fixed in loaded[name].region_constants.items():
             for branch, value in fixed.items():  # the shares are not written
+                if branch == DEEPJET_POSITION.name:  # nor the position: the score it gives
+                    branch, value = "btagDeepFlavB", deepjet_score(
+                        {DEEPJET_INTERVAL.name: np.zeros(1), DEEPJET_POSITION.name: np.full(1, value)})[0]
                 if branch not in ENERGY_FRACTION_SHARES:
                     assert np.all(fields[branch][regions[region]] == np.float32(value)), branch
 
