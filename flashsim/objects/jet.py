@@ -455,20 +455,20 @@ def deepjet_intervals(score: np.ndarray) -> dict[str, np.ndarray]:
     score on a working point is at position 1 of the interval below it; exact 0 and 1 stay
     exact 0 and 1 (spikes of the flows)."""
     s = np.clip(np.asarray(score, np.float64), 0.0, 1.0)
-    k = np.searchsorted(np.asarray(DEEPJET_WORKING_POINTS), s, side="left")
+    k = np.searchsorted(_DEEPJET_EDGES[1:-1], s, side="left")
     low, high = _DEEPJET_EDGES[k], _DEEPJET_EDGES[k + 1]
-    return {"btagDeepFlavB_interval": k.astype(np.float64),
-            "btagDeepFlavB_position": (s - low) / (high - low)}
+    return {DEEPJET_INTERVAL.name: k.astype(np.float64),
+            DEEPJET_POSITION.name: (s - low) / (high - low)}
 
 
 def deepjet_score(fields: dict[str, np.ndarray]) -> np.ndarray:
     """``btagDeepFlavB`` from its sampled interval and position (:func:`deepjet_intervals`),
     the position clipped to its interval, so the score passes exactly the working points its
     interval says."""
-    k = np.clip(np.rint(np.asarray(fields["btagDeepFlavB_interval"], np.float64)), 0,
+    k = np.clip(np.rint(np.asarray(fields[DEEPJET_INTERVAL.name], np.float64)), 0,
                 len(DEEPJET_WORKING_POINTS)).astype(np.int64)
     low, high = _DEEPJET_EDGES[k], _DEEPJET_EDGES[k + 1]
-    position = np.clip(np.asarray(fields["btagDeepFlavB_position"], np.float64), 0.0, 1.0)
+    position = np.clip(np.asarray(fields[DEEPJET_POSITION.name], np.float64), 0.0, 1.0)
     # the analyses cut s > w: the lowest score of an interval above 0 lies just above its edge
     return np.clip(low + position * (high - low), np.where(k > 0, np.nextafter(low, 1.0), low),
                    high)

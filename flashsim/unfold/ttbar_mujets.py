@@ -33,13 +33,14 @@ import numpy as np
 
 from flashsim.kinematics import delta_phi, delta_r
 from flashsim.models.transforms import ColumnSpec
+from flashsim.objects.jet import DEEPJET_WORKING_POINTS
 from flashsim.unfold import kinematics as kin
 from flashsim.unfold.dimuon import padded_objects
 from flashsim.unfold.task import Particles, Target, UnfoldingTask, collection, status_flag
 
 __all__ = ["TASK"]
 
-BTAG_MEDIUM = 0.2770
+BTAG_MEDIUM = DEEPJET_WORKING_POINTS[1]
 N_JETS = 10
 _MUON_MASS = 0.10566
 _MUON_FIELDS = ("pt", "eta", "phi", "charge", "tightId", "pfRelIso04_all")
