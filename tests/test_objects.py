@@ -157,6 +157,36 @@ def test_leptons_without_gen_partner_are_fakes_from_jets_or_pileup(chunk, lepton
         assert matched_targets - {"deta", "dphi"} <= set(table.target)
 
 
+@pytest.mark.parametrize("lepton", ["electron", "muon"])
+def test_fake_lepton_eta_is_its_position_in_the_acceptance_window(chunk, lepton):
+    """The fakes' flows learn eta as its position in the window it can lie in: the lepton's
+    acceptance, cut to the cone around the GenJet for fakes from jets. The position gives the
+    RECO eta back (a real CMS electron beyond the acceptance, nano_dy.root has one at 2.6,
+    goes to its edge)."""
+    from flashsim.objects.fake_lepton import ACCEPTANCE, ETA_POSITION, JET_CONE, eta_window
+
+    tables = OBJECTS[lepton].training_tables(chunk)
+    fakes, pileup = tables[f"fake_{lepton}_flow"], tables[f"pileup_{lepton}_flow"]
+    spec = {c.name: c for c in MODEL_SPECS[f"fake_{lepton}_flow"].targets}
+    assert spec[ETA_POSITION].transform == "logit" and "deta" not in spec
+    assert "eta" not in {c.name for c in MODEL_SPECS[f"pileup_{lepton}_flow"].targets}
+    host = fakes.context["gen_eta"]
+    lo, hi = eta_window(lepton, host)
+    np.testing.assert_allclose(lo, np.maximum(-ACCEPTANCE[lepton], host - JET_CONE))
+    np.testing.assert_allclose(hi, np.minimum(ACCEPTANCE[lepton], host + JET_CONE))
+    collection = {"electron": "Electron", "muon": "Muon"}[lepton]
+    reco, _, good = _paired(chunk, collection, {"electron": 11, "muon": 13}[lepton])
+    eta = np.sort(ak.to_numpy(ak.flatten(reco.eta[~good])))
+    edge = ACCEPTANCE[lepton]
+    back = np.concatenate([lo + fakes.target[ETA_POSITION] * (hi - lo),
+                           -edge + pileup.target[ETA_POSITION] * 2 * edge])
+    np.testing.assert_allclose(np.sort(back), eta, atol=1e-5)
+    inside = np.abs(eta) < edge
+    assert inside.sum() >= 2  # nano_dy.root: 2 muons, 9 of its 10 electrons without GEN partner
+    positions = np.concatenate([fakes.target[ETA_POSITION], pileup.target[ETA_POSITION]])
+    assert np.sum((positions > 0) & (positions < 1)) == inside.sum()
+
+
 def test_gen_jets_carry_their_leading_photon(chunk):
     """The photon context of the electrons from jets: per GenJet the highest-pT status-1 GEN
     photon within 0.4 (its pT fraction and offsets), zeros without one; muons' fakes do not
@@ -639,6 +669,34 @@ def test_fake_muons_join_the_muons_of_gen_muons(fake_muon_models):
     # a muon of a GEN muon and a fake never claim the same GEN particle
     idx = with_fakes.genPartIdx[with_fakes.genPartIdx >= 0]
     assert ak.all(ak.num(idx) == ak.num(_unique_per_event(idx)))
+
+
+@pytest.mark.slow  # uses the fake-muon models trained on 300 ttbar events
+def test_fakes_stay_inside_the_acceptance_and_forward_jets_host_none(fake_muon_models,
+                                                                      monkeypatch):
+    """However many fakes the multiplicity asks for, a GenJet beyond acceptance + cone hosts
+    none and every fake, from jets or pileup, lies inside the acceptance."""
+    from flashsim.nanoaod.reader import GEN_COLLECTIONS
+    from flashsim.objects import jet
+    from flashsim.objects.fake_lepton import ACCEPTANCE, JET_CONE, sample_fakes
+
+    directory, ttbar = fake_muon_models
+    gen = read_chunk(ttbar, GEN_COLLECTIONS)
+    loaded = load_models(directory)
+    def one_each(classes: int):  # always one fake, so that forward jets would get theirs
+        return lambda columns: np.eye(classes)[np.ones(len(columns["pileup"]), np.int64)]
+
+    for name in ("fake_muon_multiplicity", "pileup_muon_multiplicity"):
+        model = loaded[name]
+        monkeypatch.setattr(model, "probability",
+                            one_each(model.meta["architecture"]["max_count"] + 1))
+    none = np.zeros(0, np.int64)
+    fields, event = sample_fakes(gen, "muon", loaded, np.random.default_rng(5), none, none, (13,))
+    jet_eta = ak.to_numpy(ak.flatten(jet.gen_jets(gen).gen_eta))
+    possible = np.abs(jet_eta) < ACCEPTANCE["muon"] + JET_CONE
+    assert 0 < possible.sum() < len(jet_eta)  # ttbar has GenJets beyond 2.8
+    assert len(event) == possible.sum() + len(gen["event"])
+    assert np.all(np.abs(fields["eta"]) <= ACCEPTANCE["muon"])
 
 
 def _unique_per_event(values: ak.Array) -> ak.Array:

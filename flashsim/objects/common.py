@@ -234,9 +234,11 @@ def concatenate_chunks(chunks: list[dict]) -> dict:
 
 
 def sample_counted(multiplicity, flow, columns: dict[str, np.ndarray],
-                   rng: np.random.Generator) -> tuple[np.ndarray, dict, dict]:
-    """Objects drawn per row of ``columns``: a count from the ``multiplicity`` model, then
-    one ``flow`` sample per object given its row's context plus ``n_fake`` (the count).
+                   rng: np.random.Generator, possible: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, dict, dict]:
+    """Objects drawn per row of ``columns``: a count from the ``multiplicity`` model (0 where
+    ``possible`` is False), then one ``flow`` sample per object given its row's context plus
+    ``n_fake`` (the count).
 
     Returns ``(counts per row, context of every object, flow output per object)``; objects
     are ordered by row."""
@@ -244,6 +246,8 @@ def sample_counted(multiplicity, flow, columns: dict[str, np.ndarray],
 
     probabilities = multiplicity.probability(columns)
     counts = draw_counts(probabilities, rng.uniform(size=len(probabilities)))
+    if possible is not None:
+        counts = np.where(possible, counts, 0)
     rows = np.repeat(np.arange(len(counts)), counts)
     context = {k: v[rows] for k, v in columns.items()}
     context["n_fake"] = counts[rows].astype(np.float64)

@@ -11,13 +11,25 @@ A RECO lepton whose ``genPartIdx`` points to no selected GEN lepton
   :mod:`flashsim.objects.jet` (:data:`JET_CONTEXT`: for electrons with the jet's leading GEN
   photon, :data:`flashsim.objects.jet.PHOTON_CONTEXT`, whose conversion is an electron),
   and ``fake_{lepton}_flow`` their properties given that context
-  and :math:`n` (``n_fake``), with :math:`p_T` as a ratio to the GenJet's and
-  :math:`\eta, \phi` as offsets from it;
+  and :math:`n` (``n_fake``), with :math:`p_T` as a ratio to the GenJet's, :math:`\phi` as an
+  offset from it and :math:`\eta` as its position in the jet's acceptance window
+  (:func:`eta_window`);
 * or *from pileup* — near no GenJet: per event, ``pileup_{lepton}_multiplicity`` learns their
   number given the event's pileup and GEN activity
   (:func:`flashsim.objects.fake_jet.event_activity`), ``pileup_{lepton}_flow`` their
-  absolute :math:`p_T, \eta, \phi` and properties given that and their count, as fake jets
-  are (:mod:`flashsim.objects.fake_jet`).
+  absolute :math:`p_T, \phi`, :math:`\eta` as a position in the acceptance and their
+  properties given that and their count, as fake jets are (:mod:`flashsim.objects.fake_jet`).
+
+A lepton is reconstructed only inside its :data:`ACCEPTANCE` (an electron needs a track, a
+muon the muon system too), a sharp edge that a spline flow's continuous density cannot
+draw: sampling :math:`\eta` as an offset or as itself, the fake electrons of held-out VBF
+H→μμ had 5% of their :math:`\eta` beyond 2.5, where the reference detector has none, and
+42% too few at :math:`2.3 < |\eta| < 2.5` (forward tag jets host them). So :math:`\eta` is
+sampled as its position :math:`u = (\eta - \eta_{lo})/(\eta_{hi} - \eta_{lo})` in the
+window :math:`[\eta_{lo}, \eta_{hi}]` it can lie in (:func:`eta_window`: the acceptance,
+cut to the cone of :data:`JET_CONE` around the GenJet for fakes from jets), on a ``logit``
+scale, which every sample maps back inside. A GenJet whose window is empty
+(:math:`|\eta| \ge` acceptance + cone) hosts no fake: its count is 0, not drawn.
 
 The charge is a target of its own (there is no GEN charge to flip). In simulation the fakes
 of an event come after its GEN-matched leptons' draws, from jets first, then from pileup
@@ -41,10 +53,15 @@ from flashsim.objects import fake_jet, jet
 from flashsim.objects.common import flat, nearest, sample_counted, typed
 from flashsim.objects.lepton import flow_targets, row_table
 
-__all__ = ["JET_CONE", "JET_CONTEXT", "PILEUP_CONTEXT", "fake_models", "fake_tables",
-           "joined", "pt_ordered", "sample_fakes"]
+__all__ = ["ACCEPTANCE", "ETA_POSITION", "JET_CONE", "JET_CONTEXT", "PILEUP_CONTEXT",
+           "eta_window", "fake_models", "fake_tables", "joined", "pt_ordered", "sample_fakes"]
 
 JET_CONE = 0.4
+#: Per lepton, the :math:`|\eta|` below which it is reconstructed: the tracker for electrons
+#: (GSF track), the muon system for muons (the reference detector's ``muon_eta_max``).
+ACCEPTANCE = {"electron": jet.TRACKER_ETA, "muon": 2.4}
+#: The fakes' flow target for :math:`\eta`: its position in :func:`eta_window` (module doc).
+ETA_POSITION = "eta_position"
 #: Per lepton, the GenJet context of its fakes from jets (module doc).
 JET_CONTEXT = {"electron": (*jet.CONTEXT, *jet.PHOTON_CONTEXT), "muon": jet.CONTEXT}
 PILEUP_CONTEXT = (*fake_jet.EVENT_CONTEXT, ColumnSpec("n_fake"))
@@ -55,18 +72,23 @@ def fake_models(lepton: str, obj: str, properties: tuple[ColumnSpec, ...], max_p
     """The four fake models of ``lepton`` (``electron``, ``muon``; module doc), trained with
     object ``obj``, whose flows generate ``properties`` beside the kinematics and charge."""
     context = JET_CONTEXT[lepton]
+    position = ColumnSpec(ETA_POSITION, transform="logit", spikes=False)
+
+    def targets(relative: bool) -> tuple[ColumnSpec, ...]:
+        return tuple(position if c.name in ("deta", "eta") else c
+                     for c in flow_targets(relative, "charge", properties))
+
     return {
         f"fake_{lepton}_multiplicity": ModelSpec(f"fake_{lepton}_multiplicity", obj,
                                                  "multiplicity", context,
                                                  max_count=max_per_jet),
         f"fake_{lepton}_flow": ModelSpec(f"fake_{lepton}_flow", obj, "flow",
-                                         (*context, ColumnSpec("n_fake")),
-                                         flow_targets(True, "charge", properties)),
+                                         (*context, ColumnSpec("n_fake")), targets(True)),
         f"pileup_{lepton}_multiplicity": ModelSpec(f"pileup_{lepton}_multiplicity", obj,
                                                    "multiplicity", fake_jet.EVENT_CONTEXT,
                                                    max_count=max_pileup),
         f"pileup_{lepton}_flow": ModelSpec(f"pileup_{lepton}_flow", obj, "flow", PILEUP_CONTEXT,
-                                           flow_targets(False, "charge", properties)),
+                                           targets(False)),
     }
 
 
@@ -86,7 +108,8 @@ def fake_tables(chunk: dict, lepton: str, others: ak.Array,
     host = jets[owner]
     context = {c.name: host[c.name] for c in JET_CONTEXT[lepton]}
     context["n_fake"] = counts[owner]
-    targets = {"pt_ratio": fakes.pt / host.gen_pt, "deta": fakes.eta - host.gen_eta,
+    targets = {"pt_ratio": fakes.pt / host.gen_pt,
+               ETA_POSITION: _position(fakes.eta, *eta_window(lepton, host.gen_eta)),
                "dphi": delta_phi(fakes.phi, host.gen_phi), "charge": fakes.charge,
                **properties(fakes)}
     fake_flow = row_table(chunk, context, targets, fakes.pt)
@@ -99,11 +122,32 @@ def fake_tables(chunk: dict, lepton: str, others: ak.Array,
     per_lepton = {k: ak.broadcast_arrays(v, pileup.pt)[0]
                   for k, v in {**activity, "n_fake": n_pileup}.items()}
     pileup_flow = row_table(chunk, per_lepton,
-                            {"pt": pileup.pt, "eta": pileup.eta, "phi": pileup.phi,
+                            {"pt": pileup.pt,
+                             ETA_POSITION: _position(pileup.eta, *eta_window(lepton)),
+                             "phi": pileup.phi,
                              "charge": pileup.charge, **properties(pileup)}, pileup.pt)
     return {f"fake_{lepton}_multiplicity": multiplicity, f"fake_{lepton}_flow": fake_flow,
             f"pileup_{lepton}_multiplicity": pileup_multiplicity,
             f"pileup_{lepton}_flow": pileup_flow}
+
+
+def eta_window(lepton: str, host_eta=None) -> tuple:
+    r""":math:`(\eta_{lo}, \eta_{hi})` where a fake ``lepton`` can lie: its
+    :data:`ACCEPTANCE`, cut to :math:`|\eta - \eta_{jet}| <` :data:`JET_CONE` around the
+    GenJet of pseudorapidity ``host_eta`` (arrays) for fakes from jets. Empty
+    (:math:`\eta_{lo} \ge \eta_{hi}`) for a GenJet beyond acceptance + cone."""
+    edge = ACCEPTANCE[lepton]
+    if host_eta is None:
+        return -edge, edge
+    return np.maximum(-edge, host_eta - JET_CONE), np.minimum(edge, host_eta + JET_CONE)
+
+
+def _position(eta, lo, hi):
+    return (eta - lo) / (hi - lo)
+
+
+def _from_position(position: np.ndarray, lo, hi) -> np.ndarray:
+    return lo + np.clip(position, 0.0, 1.0) * (hi - lo)
 
 
 def _from_jets(gen: dict, lepton: str, models, rng: np.random.Generator
@@ -111,10 +155,14 @@ def _from_jets(gen: dict, lepton: str, models, rng: np.random.Generator
     """Fakes from jets: flat fields (grouped by event) and counts per event."""
     jets = jet.gen_jets(gen)
     per_event = np.asarray(ak.num(jets.gen_pt))
+    columns = {c.name: flat(jets[c.name]) for c in JET_CONTEXT[lepton]}
+    lo, hi = eta_window(lepton, columns["gen_eta"])
     per_jet, context, out = sample_counted(
-        models[f"fake_{lepton}_multiplicity"], models[f"fake_{lepton}_flow"],
-        {c.name: flat(jets[c.name]) for c in JET_CONTEXT[lepton]}, rng)
-    out.update(pt=context["gen_pt"] * out.pop("pt_ratio"), eta=context["gen_eta"] + out.pop("deta"),
+        models[f"fake_{lepton}_multiplicity"], models[f"fake_{lepton}_flow"], columns, rng,
+        possible=lo < hi)
+    lo, hi = eta_window(lepton, context["gen_eta"])
+    out.update(pt=context["gen_pt"] * out.pop("pt_ratio"),
+               eta=_from_position(out.pop(ETA_POSITION), lo, hi),
                phi=delta_phi(context["gen_phi"] + out.pop("dphi"), 0.0))
     event_of_jet = np.repeat(np.arange(len(per_event)), per_event)
     return out, np.bincount(event_of_jet, weights=per_jet, minlength=len(per_event)).astype(np.int64)
@@ -133,6 +181,7 @@ def sample_fakes(gen: dict, lepton: str, models, rng: np.random.Generator,
     pileup_counts, _, pileup = sample_counted(models[f"pileup_{lepton}_multiplicity"],
                                               models[f"pileup_{lepton}_flow"],
                                               fake_jet.event_activity(gen), rng)
+    pileup["eta"] = _from_position(pileup.pop(ETA_POSITION), *eta_window(lepton))
     # each event's fakes from jets first, then those from pileup
     order = np.argsort(np.concatenate([np.repeat(np.arange(n_events), fake_counts),
                                        np.repeat(np.arange(n_events), pileup_counts)]),
