@@ -22,14 +22,16 @@ A RECO lepton whose ``genPartIdx`` points to no selected GEN lepton
 
 A lepton is reconstructed only inside its :data:`ACCEPTANCE` (an electron needs a track, a
 muon the muon system too), a sharp edge that a spline flow's continuous density cannot
-draw: sampling :math:`\eta` as an offset or as itself, the fake electrons of held-out VBF
-H→μμ had 5% of their :math:`\eta` beyond 2.5, where the reference detector has none, and
-42% too few at :math:`2.3 < |\eta| < 2.5` (forward tag jets host them). So :math:`\eta` is
+draw: sampling :math:`\eta` as an offset or as itself, 5.1% of the electrons of held-out VBF
+H→μμ (nearly all fakes; forward tag jets host them) lay beyond 2.5, where the reference
+detector has none, and 41% too few at :math:`2.3 < |\eta| < 2.5`. So :math:`\eta` is
 sampled as its position :math:`u = (\eta - \eta_{lo})/(\eta_{hi} - \eta_{lo})` in the
 window :math:`[\eta_{lo}, \eta_{hi}]` it can lie in (:func:`eta_window`: the acceptance,
 cut to the cone of :data:`JET_CONE` around the GenJet for fakes from jets), on a ``logit``
 scale, which every sample maps back inside. A GenJet whose window is empty
-(:math:`|\eta| \ge` acceptance + cone) hosts no fake: its count is 0, not drawn.
+(:math:`|\eta| \ge` acceptance + cone) hosts no fake: its count is 0, not drawn. Loading a
+fake flow trained before (on :math:`\Delta\eta` or :math:`\eta`) is an error that says to
+re-train it.
 
 The charge is a target of its own (there is no GEN charge to flip). In simulation the fakes
 of an event come after its GEN-matched leptons' draws, from jets first, then from pileup
@@ -83,12 +85,13 @@ def fake_models(lepton: str, obj: str, properties: tuple[ColumnSpec, ...], max_p
                                                  "multiplicity", context,
                                                  max_count=max_per_jet),
         f"fake_{lepton}_flow": ModelSpec(f"fake_{lepton}_flow", obj, "flow",
-                                         (*context, ColumnSpec("n_fake")), targets(True)),
+                                         (*context, ColumnSpec("n_fake")), targets(True),
+                                         required=(ETA_POSITION,)),
         f"pileup_{lepton}_multiplicity": ModelSpec(f"pileup_{lepton}_multiplicity", obj,
                                                    "multiplicity", fake_jet.EVENT_CONTEXT,
                                                    max_count=max_pileup),
         f"pileup_{lepton}_flow": ModelSpec(f"pileup_{lepton}_flow", obj, "flow", PILEUP_CONTEXT,
-                                           targets(False)),
+                                           targets(False), required=(ETA_POSITION,)),
     }
 
 
