@@ -170,6 +170,10 @@ def test_fake_lepton_eta_is_its_position_in_the_acceptance_window(chunk, lepton)
     spec = {c.name: c for c in MODEL_SPECS[f"fake_{lepton}_flow"].targets}
     assert spec[ETA_POSITION].transform == "logit" and "deta" not in spec
     assert "eta" not in {c.name for c in MODEL_SPECS[f"pileup_{lepton}_flow"].targets}
+    # a flow trained on the offset or eta itself is refused on load (the mechanism:
+    # test_models.py::test_required_target_is_enforced_in_training_and_loading)
+    for kind in ("fake", "pileup"):
+        assert MODEL_SPECS[f"{kind}_{lepton}_flow"].required == (ETA_POSITION,)
     host = fakes.context["gen_eta"]
     lo, hi = eta_window(lepton, host)
     np.testing.assert_allclose(lo, np.maximum(-ACCEPTANCE[lepton], host - JET_CONE))

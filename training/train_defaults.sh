@@ -24,10 +24,10 @@
 # jet_flow (86 min with OMP_NUM_THREADS=2) at efa1a29 (the same training tables as a04c4cf: the
 # flow given the DeepJet working point the classifier draws); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
 # muons no RECO muon took, the covariance's correlation);
-# muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min), the electron step
-# (31 min) and the four fake-muon models (`--model fake_muon_multiplicity ...`, 3 min) at
-# 8b020d0, beside other runs at the lowest priority; the fake-electron, pileup-electron and
-# fake/pileup-muon flows at the commits README's *Shipped models* names. fake_jet_flow
+# muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min) and
+# electron_efficiency + electron_flow (26 min) at 8b020d0, beside other runs at the lowest
+# priority; the four fake models of each lepton (the `fakes` steps: 5 min for muons, 25 min for
+# electrons, one beside the other) at d306d57 (eta as its position in the acceptance). fake_jet_flow
 # (`--model fake_jet_flow`, 11 min) at 1aab197 (branch rules, the jets' electrons) with OMP_NUM_THREADS=2, one after the other on
 # the idle machine, their region constants then recomputed as 06152b5 computes them (derived
 # targets too; the flows' training does not read them, so a rerun gives the same weights and
