@@ -687,6 +687,7 @@ def test_fakes_stay_inside_the_acceptance_and_forward_jets_host_none(fake_muon_m
     directory, ttbar = fake_muon_models
     gen = read_chunk(ttbar, GEN_COLLECTIONS)
     loaded = load_models(directory)
+
     def one_each(classes: int):  # always one fake, so that forward jets would get theirs
         return lambda columns: np.eye(classes)[np.ones(len(columns["pileup"]), np.int64)]
 

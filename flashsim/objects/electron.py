@@ -26,8 +26,8 @@ Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047, as for muons):
 
 Targets: :math:`p_T` ratio, :math:`\Delta\eta`, :math:`\Delta\phi`, the charge flip (fakes:
 the charge, and :math:`\eta` as its position in the acceptance,
-:data:`~flashsim.objects.fake_lepton.ETA_POSITION`), and the electron branches that are measurements (:data:`CONTINUOUS`,
-:data:`DISCRETE`): impact parameters, isolations, shower shape, H/E, E-p, energy error
+:data:`~flashsim.objects.fake_lepton.ETA_POSITION`), and the electron branches that are
+measurements (:data:`CONTINUOUS`, :data:`DISCRETE`): impact parameters, isolations, shower shape, H/E, E-p, energy error
 (relative), the four MVA outputs as :math:`\operatorname{atanh}` (the raw BDT scale on
 which the working points cut), hit and conversion information, the cut-based V1 level,
 and the :data:`~flashsim.nanoaod.electron_working_points.HIDDEN` outcomes of cuts on

@@ -19,9 +19,10 @@ Models (FlashSim approach, Vaselli et al. 2024, arXiv:2402.13047):
 
 The four fake-muon models are :mod:`flashsim.objects.fake_lepton`'s, shared with electrons;
 they generate the same branches as ``muon_flow`` (:data:`PROPERTIES`) with ``charge`` for the
-charge flip and :math:`\eta` as its position in the acceptance (:math:`|\eta| < 2.4`), and their muons go through the same assembly (:func:`simulate`), get
-``genPartIdx``/``genPartFlav`` from NanoAOD's MC matching to status-1 muons the GEN-matched
-muons did not take, and are kept above :data:`PT_MIN`. Both pairs are needed: in 4000
+charge flip and :math:`\eta` as its position in the acceptance (:math:`|\eta| < 2.4`), and
+their muons go through the same assembly (:func:`simulate`), get ``genPartIdx``/``genPartFlav``
+from NanoAOD's MC matching to status-1 muons the GEN-matched muons did not take, and are kept
+above :data:`PT_MIN`. Both pairs are needed: in 4000
 reference-detector ttbar events (pileup 30) 11.8% of the RECO muons (292, 0.073 per event;
 289 of them ``genPartFlav`` 0) have no GEN muon; 48% of those lie within 0.4 of a GenJet
 (median :math:`p_T` 5.6 GeV, 10% of the GenJet's; 23% with :math:`|d_z| > 0.3` mm), the
