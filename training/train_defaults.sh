@@ -25,9 +25,11 @@
 # flow given the DeepJet working point the classifier draws); met_flow (`--model met_flow`, 5 min with OMP_NUM_THREADS=2) at bf0331e (the
 # muons no RECO muon took, the covariance's correlation);
 # muon_efficiency (`--model muon_efficiency`, 4 s) at 46cc655 (the muon system's regions); muon_flow (`--model muon_flow`, 48 min) and
-# electron_efficiency + electron_flow (26 min) at 8b020d0, beside other runs at the lowest
-# priority; the four fake models of each lepton (the `fakes` steps: 5 min for muons, 25 min for
-# electrons, one beside the other) at d306d57 (eta as its position in the acceptance). fake_jet_flow
+# electron_efficiency (1 min) at 8b020d0, beside other runs at the lowest priority; the four
+# fake models of each lepton (the `fakes` steps: 5 min for muons, 25 min for electrons, one
+# beside the other) at d306d57 (eta as its position in the acceptance), then electron_flow
+# (8 min), fake_electron_flow and pileup_electron_flow (25 min) at a7e792c (mvaTTH as its
+# atanh; the same rows and seeds, so the multiplicities did not change). fake_jet_flow
 # (`--model fake_jet_flow`, 11 min) at 1aab197 (branch rules, the jets' electrons) with OMP_NUM_THREADS=2, one after the other on
 # the idle machine, their region constants then recomputed as 06152b5 computes them (derived
 # targets too; the flows' training does not read them, so a rerun gives the same weights and
