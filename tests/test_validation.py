@@ -127,7 +127,7 @@ def test_validate_self_comparison_is_perfect(self_report):
     assert (self_report / "summary.md").read_text().startswith("# FlashSim validation")
     assert len(list(self_report.glob("*.png"))) >= 10
     result = json.loads((self_report / "metrics.json").read_text())
-    assert set(result["objects"]) == {"Muon", "Electron", "Jet_matched", "Jet_unmatched", "MET"}
+    assert set(result["objects"]) == {"Muon", "Electron", "Jet_matched", "Jet_unmatched", "MET", "PV"}
     for view in result["objects"].values():
         for branch in view["branches"].values():
             assert branch.get("w1_norm") in (None, 0.0)
@@ -142,6 +142,8 @@ def test_validate_self_comparison_is_perfect(self_report):
     # the conditional test: matched objects see their GEN partner, unmatched jets do not
     assert result["objects"]["Muon"]["classifier"]["context"] == ["pt", "eta", "phi", "pdgId"]
     assert result["objects"]["Jet_unmatched"]["classifier"]["context"] == []
+    assert result["objects"]["PV"]["classifier"]["context"] == ["nTrueInt", "nPU"]
+    assert {"npvs", "fixedGridRhoFastjetAll"} <= set(result["objects"]["PV"]["branches"])
     assert result["events"]["classifier"]["attribution"]["dropped"][0][1] == 0.0
     summary = (self_report / "summary.md").read_text()
     section = summary.split("## Which branches give flash away")[1].split("##")[0]
@@ -192,6 +194,45 @@ def test_validate_missing_file(tmp_path):
     (tmp_path / "text.root").write_text("not root")
     with pytest.raises(FlashSimError, match="not a readable ROOT file"):
         run_validation([tmp_path / "text.root"], [tmp_path / "text.root"], tmp_path / "r")
+
+
+def _write_pileup_sample(path: Path, true_int: np.ndarray, npvs: np.ndarray) -> None:
+    """Events 1..N with one muon and one jet (the same in every sample), the true pileup
+    ``true_int`` and the vertex count ``npvs``; rho = 0.5 npvs."""
+    from flashsim.nanoaod.writer import write_nanoaod
+
+    n = len(npvs)
+    one = ak.unflatten(ak.zip({"pt": np.full(n, 30.0), "eta": np.zeros(n)}), 1)
+    write_nanoaod(path, {
+        "run": np.ones(n, np.uint32), "luminosityBlock": np.ones(n, np.uint32),
+        "event": np.arange(1, n + 1, dtype=np.uint64), "genWeight": np.ones(n, np.float32),
+        "Muon": one, "Jet": one,
+        "Pileup": ak.zip({"nTrueInt": true_int.astype(np.float32),
+                          "nPU": true_int.astype(np.int32)}),
+        "PV": ak.zip({"npvs": npvs.astype(np.int32), "npvsGood": npvs.astype(np.int32)}),
+        "fixedGridRhoFastjetAll": 0.5 * npvs.astype(np.float32)})
+
+
+def test_pileup_view_tests_the_vertices_given_the_true_pileup(tmp_path):
+    """Flash vertex counts with the full simulation's distribution but blind to the event's
+    pileup: no branch differs alone, the conditional test of the PV view sees it."""
+    from flashsim.validation.compare import compare_view, load_sample
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    true_int = rng.integers(10, 50, n)
+    npvs = rng.binomial(true_int, 0.7)
+    _write_pileup_sample(tmp_path / "full.root", true_int, npvs)
+    _write_pileup_sample(tmp_path / "flash.root", true_int, rng.permutation(npvs))
+    full = load_sample([tmp_path / "full.root"], "full")
+    view = compare_view("PV", full, load_sample([tmp_path / "flash.root"], "flash"))
+    assert view["classifier"]["context"] == ["nTrueInt", "nPU"]
+    assert view["branches"]["npvs"]["w1_norm"] == 0.0  # the same marginal
+    assert view["classifier"]["auc"] > 0.8
+    assert view["classifier"]["attribution"]["alone"][0][0] in ("npvs", "npvsGood",
+                                                                "fixedGridRhoFastjetAll")
+    itself = compare_view("PV", full, full)
+    assert itself["classifier"]["auc"] == pytest.approx(0.5, abs=0.05)
 
 
 # --- the VBF H→μμ selection on a hand-made NanoAOD -------------------------------------------

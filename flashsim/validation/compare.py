@@ -39,6 +39,7 @@ from flashsim.validation import metrics, plots
 __all__ = [
     "GEN_CONTEXT",
     "OBJECTS",
+    "VIEW_SCALARS",
     "Sample",
     "compare_branches",
     "compare_efficiency",
@@ -57,10 +58,13 @@ __all__ = [
 ]
 
 #: RECO collections that flashsim simulates and that validation compares.
-OBJECTS = ("Muon", "Electron", "Jet", "MET")
+OBJECTS = ("Muon", "Electron", "Jet", "MET", "PV")
+#: Event-level RECO scalars compared in a collection's view: rho beside the vertex counts,
+#: the pileup observables (one flow, ``pv_flow``, samples both).
+VIEW_SCALARS = {"PV": ("fixedGridRhoFastjetAll",)}
 _GEN_BRANCHES = (
     "run", "luminosityBlock", "event", "genWeight", "flashsimReplica", "flashsimModelDraw",
-    "Pileup_nTrueInt",
+    "Pileup_nTrueInt", "Pileup_nPU",
     "GenPart_pt", "GenPart_eta", "GenPart_phi", "GenPart_pdgId", "GenPart_status",
     "GenJet_pt", "GenJet_eta", "GenJet_phi", "GenJet_mass", "GenJet_hadronFlavour",
     "GenMET_pt", "GenMET_phi",
@@ -73,6 +77,7 @@ GEN_CONTEXT = {
     "Electron": ("GenPart", "genPartIdx", ("pt", "eta", "phi", "pdgId")),
     "Jet_matched": ("GenJet", "genJetIdx", ("pt", "eta", "phi", "mass", "hadronFlavour")),
     "MET": ("GenMET", None, ("pt", "phi")),
+    "PV": ("Pileup", None, ("nTrueInt", "nPU")),
 }
 _CONTEXT_PREFIX = "_gen_"
 _WEIGHT = "flashsimWeight"  # the DCTR weight branch: per object and per event
@@ -86,7 +91,8 @@ _JET_PT_EDGES = np.array([15, 20, 30, 40, 50, 70, 100, 150, 250, 500, 1000], dty
 @dataclass(frozen=True)
 class Sample:
     """Events read for validation: ``events`` holds the collections Muon, Electron, Jet, MET,
-    GenPart, GenJet, GenMET (records; Electron without fields when the files have none) and the flat fields run, luminosityBlock,
+    PV (with the :data:`VIEW_SCALARS` rho), GenPart, GenJet, GenMET, Pileup (records; Electron
+    and PV without fields when the files have none) and the flat fields run, luminosityBlock,
     event, genWeight, replica, draw (``flashsimModelDraw``), nTrueInt, and ``flashsimWeight`` (the
     DCTR event weight) when the files have it; ``fields`` lists the RECO fields per collection
     present in the files (with ``flashsimWeight`` where the files carry object weights)."""
@@ -117,6 +123,14 @@ def _collection(arrays: dict, prefix: str, jagged: bool) -> ak.Array:
     if not fields:
         return ak.Array([[]] * len(arrays["event"])) if jagged else ak.Array([{}] * len(arrays["event"]))
     return ak.zip(fields, depth_limit=None if jagged else 1)
+
+
+def _with_scalars(collection: ak.Array, arrays: dict, name: str) -> ak.Array:
+    """The one-per-event ``collection`` with the :data:`VIEW_SCALARS` of its view as fields."""
+    for scalar in VIEW_SCALARS.get(name, ()):
+        if scalar in arrays:
+            collection = ak.with_field(collection, arrays[scalar], scalar)
+    return collection
 
 
 def _check_weights(arrays: dict, path: Path, role: str) -> None:
@@ -150,6 +164,7 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             raise FlashSimError(f"{role} file {path} lacks the event-id branches {sorted(missing)}; "
                                 "pass NanoAOD files with run, luminosityBlock and event")
         reco = sorted(k for k in keys if k.split("_", 1)[0] in OBJECTS and "_" in k)
+        reco += [s for obj in OBJECTS for s in VIEW_SCALARS.get(obj, ()) if s in keys]
         event_weight = [_WEIGHT] if _WEIGHT in keys else []
         if names_seen is not None and [*reco, *event_weight] != names_seen:
             raise FlashSimError(f"{role} file {path} has different RECO or {_WEIGHT} branches "
@@ -171,14 +186,17 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             "Electron": _collection(arrays, "Electron", True),
             "Jet": _collection(arrays, "Jet", True),
             "MET": _collection(arrays, "MET", False),
+            "PV": _with_scalars(_collection(arrays, "PV", False), arrays, "PV"),
             "GenPart": _collection(arrays, "GenPart", True),
             "GenJet": _collection(arrays, "GenJet", True),
             "GenMET": _collection(arrays, "GenMET", False),
+            "Pileup": _collection(arrays, "Pileup", False),
         }
         if event_weight:
             record[_WEIGHT] = arrays[_WEIGHT]
         parts.append(ak.zip(record, depth_limit=1))
-        fields = {obj: tuple(k.split("_", 1)[1] for k in reco if k.startswith(obj + "_"))
+        fields = {obj: (*(k.split("_", 1)[1] for k in reco if k.startswith(obj + "_")),
+                        *(s for s in VIEW_SCALARS.get(obj, ()) if s in keys))
                   for obj in OBJECTS}
     return Sample(ak.concatenate(parts) if len(parts) > 1 else parts[0], fields,
                   tuple(map(str, paths)))
@@ -248,7 +266,7 @@ def shared_fields(collection: str, full_sample: Sample, flash_sample: Sample) ->
     """The schema's RECO branches of ``collection`` that both samples have, in schema order:
     the branches a view of that collection compares (never flashsim's own, such as the DCTR
     weight ``flashsimWeight``: :data:`~flashsim.nanoaod.schema.FLASH_ONLY_FIELDS`)."""
-    known = reco_branches(collection)
+    known = [*reco_branches(collection), *VIEW_SCALARS.get(collection, ())]
     return [f for f in known if f in full_sample.fields[collection]
             and f in flash_sample.fields[collection]]
 
@@ -285,19 +303,21 @@ def _with_gen_context(view: str, objects: ak.Array, events: ak.Array) -> ak.Arra
         if partner is not None and field in gen.fields:
             value = ak.values_astype(ak.fill_none(partner[field], np.nan), np.float64)
         else:
-            value = ak.values_astype(ak.zeros_like(objects.pt), np.float64) + np.nan
+            value = ak.values_astype(ak.zeros_like(objects["_group"]), np.float64) + np.nan
         objects = ak.with_field(objects, value, _CONTEXT_PREFIX + field)
     return objects
 
 
 def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
     """The per-object populations compared: muons, electrons (when the files have them),
-    matched and unmatched jets (by ``Jet_genJetIdx``; all jets if the files lack it) and MET
-    (one per event). Every object carries ``_group``, the ``source`` (GEN event) of its
+    matched and unmatched jets (by ``Jet_genJetIdx``; all jets if the files lack it), MET
+    and, when the files have them, the pileup observables ``PV`` (the main vertex, the vertex
+    counts and rho; both one per event). Every object carries ``_group``, the ``source`` (GEN event) of its
     event, for the classifier split, and the views of :data:`GEN_CONTEXT` carry the GEN
     partner's features as ``_gen_<field>`` (the context of the conditional classifier). Where
     the files have DCTR weights, every object carries ``_weight``, the weight of its view's
-    classifier test: its own ``flashsimWeight``; for MET, the event's."""
+    classifier test: its own ``flashsimWeight`` (the PV's, ``PV_flashsimWeight``); for MET,
+    the event's."""
     def tagged(objects: ak.Array) -> ak.Array:
         objects = ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
                                 "_group")
@@ -321,6 +341,11 @@ def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
     if _WEIGHT in events.fields:
         met = ak.with_field(met, events[_WEIGHT], "_weight")
     views["MET"] = _with_gen_context("MET", met, events) if "pt" in met.fields else met
+    if events.PV.fields:  # the vertices and rho: one row per event, given the true pileup
+        pv = ak.with_field(events.PV, events.source, "_group")
+        if _WEIGHT in pv.fields:
+            pv = ak.with_field(pv, pv[_WEIGHT], "_weight")
+        views["PV"] = _with_gen_context("PV", pv, events)
     return views
 
 
@@ -349,7 +374,9 @@ def compare_branches(
     "n_flash", "branches": {...}, "correlation": {...}, "classifier": {...}}``.
     """
     collection = name.split("_")[0]
-    specs = load_schema().collections[collection].branches
+    schema = load_schema()
+    specs = {**schema.collections[collection].branches,
+             **{s: schema.scalars[s] for s in VIEW_SCALARS.get(collection, ())}}
     out: dict = {"n_full": len(full), "n_flash": len(flash), "branches": {}}
     continuous, features = [], []
     for field in fields:

@@ -80,7 +80,7 @@ def _weights_lines(result: dict) -> list[str]:
         return []
     return ["", "The flash files carry DCTR weights (`flashsim simulate --weights`). An AUC "
             "marked *weighted* is that of the weighted flash sample against the full one "
-            "(objects weighted by `<Collection>_flashsimWeight`, MET and whole events by the "
+            "(objects and PV weighted by `<Collection>_flashsimWeight`, MET and whole events by the "
             "event's `flashsimWeight`; the flash rows are drawn with probability proportional "
             "to their weight, with replacement, as many as before). ESS is the weights' "
             "effective sample size per row, (Σw)²/(N Σw²): the fraction of the flash "
@@ -173,8 +173,9 @@ def write_validation_report(result: dict, outdir: Path) -> None:
               "AUC lost without "
               f"{_attribution(event_clf)}.", "",
               "The classifier of a view with a GEN partner (muons, electrons, matched jets, "
-              "MET) sees the GEN object's features beside the RECO branches: it tests the RECO "
-              "values given their GEN object. Train and test halves are split by GEN event. "
+              "MET; PV, the vertices and rho, given the true pileup) sees the GEN object's "
+              "features beside the RECO branches: it tests the RECO values given their GEN "
+              "object. Train and test halves are split by GEN event. "
               "*AUC lost without*: the three branches whose removal (retraining without them) "
               "costs the classifier most AUC; see below.", ""]
     lines += _attribution_section(result)
