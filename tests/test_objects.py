@@ -387,6 +387,24 @@ def test_met_context_counts_the_lost_muons(chunk):
     assert np.any(lost > 0)  # nano_dy.root (real CMS) loses muons too
 
 
+def test_main_vertex_context_is_the_hard_activity_in_the_tracker(chunk):
+    """A central muon (with its own GenJet), a central hadronic jet and a forward one: the
+    tracker sees the muon's track and the central jet's hadrons, not the forward jet."""
+    gen = {"GenJet": ak.Array([[{"pt": 50.0, "eta": 0.3}, {"pt": 30.0, "eta": -1.0},
+                                {"pt": 80.0, "eta": 3.2}], []]),
+           "GenPart": ak.Array([[{"pt": 50.0, "eta": 0.3, "status": 1, "pdgId": 13},
+                                 {"pt": 20.0, "eta": 2.8, "status": 1, "pdgId": -11},
+                                 {"pt": 90.0, "eta": 0.3, "status": 62, "pdgId": 23}], []])}
+    activity = met.tracker_activity(gen)
+    np.testing.assert_array_equal(activity["tracker_genjets"], [2, 0])
+    np.testing.assert_array_equal(activity["tracker_hadron_ht"], [30.0, 0.0])
+    np.testing.assert_array_equal(activity["tracker_hadron_pt2"], [900.0, 0.0])
+    np.testing.assert_array_equal(activity["tracker_lepton_pt2"], [2500.0, 0.0])
+    table = met.training_tables(chunk)["pv_flow"]  # nano_dy.root, real CMS
+    assert {"tracker_hadron_ht", "tracker_lepton_pt2"} <= set(table.context)
+    assert np.any(table.context["tracker_lepton_pt2"] > 1000)  # Drell-Yan: its leptons
+
+
 def test_pileup_observables_need_npu(chunk):
     """No silent Pileup_nTrueInt in place of a missing Pileup_nPU."""
     gen = {**chunk, "Pileup": ak.zip({"nTrueInt": chunk["Pileup"].nTrueInt})}
