@@ -18,7 +18,7 @@
 # How the shipped set was made (each artifact's metadata records its commit, samples, seeds,
 # epochs, time and device): every model with this script's commands and settings, on
 # reference-detector v3 samples, on the 2-core development machine, one process per core:
-# pv_flow (`flashsim train met --model pv_flow`) at 666b7c0 (tail compression; 14 min); the jet
+# pv_flow (`flashsim train met --model pv_flow`, 7 min) at d369610 (the hard activity in the tracker); the jet
 # step (`flashsim train jet`, QCD dijets included): jet_efficiency (26 s with OMP_NUM_THREADS=2)
 # at e118957 (the calorimeter region), jet_btag_working_point (1 min, one thread) at a04c4cf and
 # jet_flow (86 min with OMP_NUM_THREADS=2) at efa1a29 (the same training tables as a04c4cf: the
