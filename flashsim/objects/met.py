@@ -47,7 +47,9 @@ are forward, with a colour-singlet exchange and little activity between them) a 
 Given the tracker activity: the ``score`` right (mean 13 300 against 13 600), AUC 0.676, and
 ``ndof`` 90: at the same hadronic :math:`H_T` in the tracker a VBF event has about 10 fewer
 ndof than a Drell-Yan event (its colour-singlet exchange leaves a rapidity gap), which no
-GenJet above 10 GeV shows, so a flow that never saw VBF cannot learn it.
+GenJet above 10 GeV shows. Electroweak dijets (t-channel W/Z exchange, a colour singlet too)
+among the training events did not teach it (``ndof`` 89.5): at the same GEN context the flow
+cannot tell them from Drell-Yan.
 """
 
 from __future__ import annotations
