@@ -125,11 +125,10 @@ def _collection(arrays: dict, prefix: str, jagged: bool) -> ak.Array:
     return ak.zip(fields, depth_limit=None if jagged else 1)
 
 
-def _with_scalars(collection: ak.Array, arrays: dict, name: str) -> ak.Array:
-    """The one-per-event ``collection`` with the :data:`VIEW_SCALARS` of its view as fields."""
-    for scalar in VIEW_SCALARS.get(name, ()):
-        if scalar in arrays:
-            collection = ak.with_field(collection, arrays[scalar], scalar)
+def _with_scalars(collection: ak.Array, arrays: dict, scalars: Sequence[str]) -> ak.Array:
+    """The one-per-event ``collection`` with the event scalars ``scalars`` as fields."""
+    for scalar in scalars:
+        collection = ak.with_field(collection, arrays[scalar], scalar)
     return collection
 
 
@@ -163,8 +162,9 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
         if missing:
             raise FlashSimError(f"{role} file {path} lacks the event-id branches {sorted(missing)}; "
                                 "pass NanoAOD files with run, luminosityBlock and event")
+        scalars = {obj: tuple(s for s in VIEW_SCALARS.get(obj, ()) if s in keys) for obj in OBJECTS}
         reco = sorted(k for k in keys if k.split("_", 1)[0] in OBJECTS and "_" in k)
-        reco += [s for obj in OBJECTS for s in VIEW_SCALARS.get(obj, ()) if s in keys]
+        reco += [s for names in scalars.values() for s in names]
         event_weight = [_WEIGHT] if _WEIGHT in keys else []
         if names_seen is not None and [*reco, *event_weight] != names_seen:
             raise FlashSimError(f"{role} file {path} has different RECO or {_WEIGHT} branches "
@@ -186,7 +186,7 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             "Electron": _collection(arrays, "Electron", True),
             "Jet": _collection(arrays, "Jet", True),
             "MET": _collection(arrays, "MET", False),
-            "PV": _with_scalars(_collection(arrays, "PV", False), arrays, "PV"),
+            "PV": _with_scalars(_collection(arrays, "PV", False), arrays, scalars["PV"]),
             "GenPart": _collection(arrays, "GenPart", True),
             "GenJet": _collection(arrays, "GenJet", True),
             "GenMET": _collection(arrays, "GenMET", False),
@@ -196,8 +196,7 @@ def load_sample(paths: Sequence[str | Path], role: str) -> Sample:
             record[_WEIGHT] = arrays[_WEIGHT]
         parts.append(ak.zip(record, depth_limit=1))
         fields = {obj: (*(k.split("_", 1)[1] for k in reco if k.startswith(obj + "_")),
-                        *(s for s in VIEW_SCALARS.get(obj, ()) if s in keys))
-                  for obj in OBJECTS}
+                        *scalars[obj]) for obj in OBJECTS}
     return Sample(ak.concatenate(parts) if len(parts) > 1 else parts[0], fields,
                   tuple(map(str, paths)))
 
@@ -319,8 +318,9 @@ def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
     classifier test: its own ``flashsimWeight`` (the PV's, ``PV_flashsimWeight``); for MET,
     the event's."""
     def tagged(objects: ak.Array) -> ak.Array:
-        objects = ak.with_field(objects, ak.broadcast_arrays(events.source, objects.pt)[0],
-                                "_group")
+        group = (events.source if objects.ndim == 1  # one per event
+                 else ak.broadcast_arrays(events.source, objects.pt)[0])
+        objects = ak.with_field(objects, group, "_group")
         if _WEIGHT in objects.fields:
             objects = ak.with_field(objects, objects[_WEIGHT], "_weight")
         return objects
@@ -342,10 +342,7 @@ def object_views(events: ak.Array, has_gen_match: bool) -> dict[str, ak.Array]:
         met = ak.with_field(met, events[_WEIGHT], "_weight")
     views["MET"] = _with_gen_context("MET", met, events) if "pt" in met.fields else met
     if events.PV.fields:  # the vertices and rho: one row per event, given the true pileup
-        pv = ak.with_field(events.PV, events.source, "_group")
-        if _WEIGHT in pv.fields:
-            pv = ak.with_field(pv, pv[_WEIGHT], "_weight")
-        views["PV"] = _with_gen_context("PV", pv, events)
+        views["PV"] = _with_gen_context("PV", tagged(events.PV), events)
     return views
 
 
